@@ -1,0 +1,152 @@
+#include "custom_ops/core/feature_map.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "custom_ops/core/dot.h"
+
+namespace tf_sampled {
+
+bool ParseFeatureKind(const std::string& name, FeatureKind* kind) {
+  if (name == "quadratic") {
+    *kind = FeatureKind::kQuadratic;
+  } else if (name == "random_fourier") {
+    *kind = FeatureKind::kRandomFourier;
+  } else if (name == "positive_random") {
+    *kind = FeatureKind::kPositiveRandom;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+int64_t NumFeaturesFor(FeatureKind kind, int64_t dim, int64_t num_omega) {
+  switch (kind) {
+    case FeatureKind::kQuadratic:
+      return dim * (dim + 1) / 2 + 1;
+    case FeatureKind::kRandomFourier:
+      return 2 * num_omega;
+    case FeatureKind::kPositiveRandom:
+      return num_omega;
+  }
+  return 0;
+}
+
+int64_t FeatureMapSpec::NumFeatures() const {
+  return NumFeaturesFor(kind, dim, num_omega);
+}
+
+namespace {
+
+double SquaredNorm(const float* v, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(v[i]) * v[i];
+  return s;
+}
+
+// Packed upper triangle of sqrt(alpha) v v^T (off-diagonal terms carry sqrt(2)
+// so that the packed dot product equals the full one), then the constant 1.
+void QuadraticFeatures(const FeatureMapSpec& spec, const float* v,
+                       double* out) {
+  const double scale = std::sqrt(spec.alpha);
+  const double off = scale * std::sqrt(2.0);
+  int64_t k = 0;
+  for (int64_t i = 0; i < spec.dim; ++i) {
+    out[k++] = scale * double(v[i]) * v[i];
+    for (int64_t j = i + 1; j < spec.dim; ++j) out[k++] = off * double(v[i]) * v[j];
+  }
+  out[k] = 1.0;
+}
+
+// D^{-1/2} [cos(sqrt(nu) w.v/|v|), sin(...)] on the unit sphere, so that
+// E[phi(x).phi(y)] = exp(-nu |x^ - y^|^2 / 2) = exp(nu (cos(x, y) - 1)).
+void FourierFeatures(const FeatureMapSpec& spec, const float* v, double* out) {
+  const double norm = std::sqrt(SquaredNorm(v, spec.dim));
+  const double scale =
+      std::sqrt(spec.temperature) / (norm > 0 ? norm : 1.0);
+  const double amp = 1.0 / std::sqrt(double(spec.num_omega));
+  for (int64_t j = 0; j < spec.num_omega; ++j) {
+    const double a =
+        scale * DotFloat(spec.omega + j * spec.dim, v, spec.dim);
+    out[j] = amp * std::cos(a);
+    out[spec.num_omega + j] = amp * std::sin(a);
+  }
+}
+
+// log phi+_j(v) = sqrt(tau) w_j.v - tau |v|^2 / 2 - log(m) / 2.
+void PositiveLogFeatures(const FeatureMapSpec& spec, const float* v,
+                         double* log_out) {
+  const double root_tau = std::sqrt(spec.temperature);
+  const double shift = 0.5 * spec.temperature * SquaredNorm(v, spec.dim) +
+                       0.5 * std::log(double(spec.num_omega));
+  for (int64_t j = 0; j < spec.num_omega; ++j) {
+    log_out[j] =
+        root_tau * DotFloat(spec.omega + j * spec.dim, v, spec.dim) - shift;
+  }
+}
+
+}  // namespace
+
+bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out) {
+  for (int64_t i = 0; i < spec.dim; ++i) {
+    if (!std::isfinite(y[i])) return false;
+  }
+  const int64_t num_features = spec.NumFeatures();
+  switch (spec.kind) {
+    case FeatureKind::kQuadratic:
+      QuadraticFeatures(spec, y, out);
+      break;
+    case FeatureKind::kRandomFourier:
+      FourierFeatures(spec, y, out);
+      break;
+    case FeatureKind::kPositiveRandom:
+      PositiveLogFeatures(spec, y, out);
+      for (int64_t j = 0; j < num_features; ++j) out[j] = std::exp(out[j]);
+      break;
+  }
+  for (int64_t j = 0; j < num_features; ++j) {
+    if (!std::isfinite(out[j])) return false;
+  }
+  return true;
+}
+
+void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
+                   double* scratch) {
+  switch (spec.kind) {
+    case FeatureKind::kQuadratic:
+      QuadraticFeatures(spec, x, out);
+      return;
+    case FeatureKind::kRandomFourier:
+      FourierFeatures(spec, x, out);
+      return;
+    case FeatureKind::kPositiveRandom: {
+      // The query's features can under- or overflow on their own (|x| ~ 7 at
+      // the end of training); subtracting their max keeps them in range and
+      // only rescales every node mass of this query by the same factor.
+      PositiveLogFeatures(spec, x, scratch);
+      const double top = *std::max_element(scratch, scratch + spec.num_omega);
+      for (int64_t j = 0; j < spec.num_omega; ++j) {
+        out[j] = std::exp(scratch[j] - top);
+      }
+      return;
+    }
+  }
+}
+
+double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
+                      double y_sq) {
+  switch (spec.kind) {
+    case FeatureKind::kQuadratic:
+      return std::log1p(spec.alpha * dot * dot);
+    case FeatureKind::kRandomFourier: {
+      const double denom = std::sqrt(x_sq * y_sq);
+      const double cosine = denom > 0 ? dot / denom : 0.0;
+      return spec.temperature * (cosine - 1.0);
+    }
+    case FeatureKind::kPositiveRandom:
+      return spec.temperature * dot;
+  }
+  return 0.0;
+}
+
+}  // namespace tf_sampled

@@ -1,0 +1,140 @@
+// The kernel sampling tree of Blanc & Rendle (2018), framework-free.
+//
+// Classes are grouped into leaves of `leaf_size` consecutive ids. The tree is
+// stored as a heap over the N leaves: nodes 1..2N-1, node i has children 2i
+// and 2i+1, leaf l is node N+l. Every node holds z(node) = sum of phi(y_i)
+// over its classes (doubles, one row of F per node; row 0 is unused). This
+// layout is a full binary tree for any N, with no padding.
+//
+// A query descends from the root choosing a child with probability
+// phi(x).z(child) / (phi(x).z(left) + phi(x).z(right)), clamped into
+// [kMinBranchProb, 1 - kMinBranchProb] (random Fourier masses can be negative,
+// positive masses can underflow), then draws a class inside the leaf from the
+// map's exact kernel. The returned log q is that of this clamped process,
+// exactly, whatever the node sums hold (stale or not).
+#ifndef TF_SAMPLED_CORE_KERNEL_TREE_H_
+#define TF_SAMPLED_CORE_KERNEL_TREE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "custom_ops/core/feature_map.h"
+#include "custom_ops/core/random.h"
+
+namespace tf_sampled {
+
+constexpr double kMinBranchProb = 1e-6;
+
+struct TreeShape {
+  int64_t num_classes = 0;
+  int64_t leaf_size = 1;
+
+  int64_t NumLeaves() const { return (num_classes + leaf_size - 1) / leaf_size; }
+  // Rows of the node-sum matrix (row 0 unused).
+  int64_t NumNodeRows() const { return 2 * NumLeaves(); }
+  int64_t LeafOf(int64_t class_id) const { return class_id / leaf_size; }
+  int64_t LeafBegin(int64_t leaf) const { return leaf * leaf_size; }
+  int64_t LeafEnd(int64_t leaf) const {
+    const int64_t end = (leaf + 1) * leaf_size;
+    return end < num_classes ? end : num_classes;
+  }
+  int64_t NodeOfLeaf(int64_t leaf) const { return NumLeaves() + leaf; }
+};
+
+// Sum of phi(y) over the classes of one leaf, from augmented rows [C, dim].
+// `features` needs F doubles. Returns false if a row is not finite.
+bool SumLeafFeatures(const FeatureMapSpec& spec, const TreeShape& shape,
+                     const float* rows, int64_t leaf, double* leaf_sum,
+                     double* features);
+
+// Fills internal nodes N-1..1 from the leaf rows of `nodes` [2N, F].
+void SumInternalNodes(const TreeShape& shape, int64_t num_features,
+                      double* nodes);
+
+// phi(new) - phi(old) for one augmented row. Returns false if not finite.
+bool RowFeatureDelta(const FeatureMapSpec& spec, const float* old_row,
+                     const float* new_row, double* delta, double* scratch);
+
+// Spreads per-row deltas [n, F] (rows of classes `ids`) to every node on
+// their paths, summing per node: `node_ids` ascending, `node_deltas`
+// [node_ids.size(), F].
+void AggregatePathDeltas(const TreeShape& shape, int64_t num_features,
+                         const int64_t* ids, const double* row_deltas,
+                         int64_t n, std::vector<int64_t>* node_ids,
+                         std::vector<double>* node_deltas);
+
+// The current class table: exact in-leaf kernels read it in place.
+struct ClassTable {
+  const float* embeddings = nullptr;  // [C, d]
+  const float* biases = nullptr;      // [C] or null
+  int64_t d = 0;
+};
+
+// Per-query state, reused across queries by one thread.
+struct QueryState {
+  std::vector<double> phi;      // query features (up to a positive factor)
+  std::vector<double> scratch;  // num_omega doubles
+  std::vector<float> x;         // augmented query [h, 1] or h, length dim
+  double x_sq = 0;
+  std::vector<double> leaf_log_kernel;  // leaf_size doubles
+  std::vector<double> cdf;              // leaf_size doubles
+  struct Pending {
+    int64_t node;
+    int64_t count;
+    double log_p;
+  };
+  std::vector<Pending> stack;
+  std::vector<int64_t> order;
+};
+
+class KernelTree {
+ public:
+  // `nodes` is [shape.NumNodeRows(), spec.NumFeatures()].
+  KernelTree(const FeatureMapSpec& spec, const TreeShape& shape,
+             const double* nodes, const ClassTable& table);
+
+  int64_t num_features() const { return num_features_; }
+
+  // Sizes the state's buffers.
+  void InitState(QueryState* state) const;
+
+  // Sets the query from an input row h [d].
+  void SetQuery(const float* h, QueryState* state) const;
+
+  // Sets the batch-shared query for inputs h [B, d]: node masses of the
+  // mixture (1/B) sum_b phi(x_b) / (phi(x_b).z(root)), which is exactly the
+  // mixture of the per-example leaf distributions for non-negative features,
+  // and in-leaf kernels at the mean augmented input.
+  void SetMixtureQuery(const float* h, int64_t batch, QueryState* state) const;
+
+  // Draws `num_sampled` classes iid from q(.|query) by splitting the draws
+  // down the tree (one binomial per node visited), in random order. Returns
+  // false if a class row read on the way is not finite.
+  bool Sample(QueryState* state, int64_t num_sampled, Random* rng,
+              int64_t* ids, float* log_q) const;
+
+  // log q(c|query) for `n` valid class ids.
+  bool LogProb(QueryState* state, const int64_t* classes, int64_t n,
+               float* log_q) const;
+
+ private:
+  // log P(left), log P(right) at internal node `node`.
+  void BranchLogProbs(const QueryState& state, int64_t node, double* log_left,
+                      double* log_right) const;
+  // Exact log kernels of the leaf's classes into state->leaf_log_kernel and
+  // their log-sum-exp into *log_norm. Returns false if not finite.
+  bool LeafLogKernels(QueryState* state, int64_t leaf, double* log_norm) const;
+  // log P(reach leaf).
+  double LeafLogProb(const QueryState& state, int64_t leaf) const;
+
+  FeatureMapSpec spec_;
+  TreeShape shape_;
+  const double* nodes_;
+  ClassTable table_;
+  int64_t num_features_;
+  bool need_row_norms_;
+};
+
+}  // namespace tf_sampled
+
+#endif  // TF_SAMPLED_CORE_KERNEL_TREE_H_

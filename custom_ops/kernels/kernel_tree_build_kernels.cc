@@ -1,0 +1,148 @@
+// Building the tree's node sums and updating them for changed rows.
+#include <vector>
+
+#include "custom_ops/kernels/kernel_tree_common.h"
+
+namespace tf_sampled {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::TensorShape;
+
+class KernelTreeBuildOp : public OpKernel {
+ public:
+  explicit KernelTreeBuildOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& rows = ctx->input(0);
+    OP_REQUIRES_OK(ctx, CheckRank(rows, 2, "rows"));
+    OP_REQUIRES(ctx, rows.dim_size(0) >= 1 && rows.dim_size(1) >= 1,
+                errors::InvalidArgument(
+                    "rows must be a non-empty [num_classes, dim] matrix, got "
+                    "shape ", rows.shape().DebugString()));
+    FeatureMapSpec spec;
+    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(1), rows.dim_size(1), &spec));
+    TreeShape shape;
+    shape.num_classes = rows.dim_size(0);
+    shape.leaf_size = attrs_.leaf_size;
+    const int64_t num_features = spec.NumFeatures();
+    Tensor* nodes_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, TensorShape({shape.NumNodeRows(), num_features}),
+                            &nodes_t));
+    double* nodes = nodes_t->flat<double>().data();
+    std::fill(nodes, nodes + num_features, 0.0);  // unused row 0
+
+    const float* row_data = rows.flat<float>().data();
+    const int64_t num_leaves = shape.NumLeaves();
+    ShardFailure failure;
+    ParallelFor(ctx, num_leaves, attrs_.leaf_size * num_features * spec.dim,
+                [&](int64_t begin, int64_t end) {
+                  std::vector<double> features(num_features);
+                  for (int64_t leaf = begin; leaf < end; ++leaf) {
+                    double* sum = nodes + shape.NodeOfLeaf(leaf) * num_features;
+                    if (!SumLeafFeatures(spec, shape, row_data, leaf, sum,
+                                         features.data())) {
+                      failure.Record(leaf);
+                    }
+                  }
+                });
+    OP_REQUIRES(ctx, !failure.failed(),
+                errors::InvalidArgument(
+                    "rows must be finite (embeddings and biases): leaf ",
+                    failure.item(), " (classes from ",
+                    shape.LeafBegin(failure.item()),
+                    ") holds a NaN/Inf value or its features overflow"));
+    SumInternalNodes(shape, num_features, nodes);
+  }
+
+ private:
+  FeatureAttrs attrs_;
+};
+
+class KernelTreeUpdateOp : public OpKernel {
+ public:
+  explicit KernelTreeUpdateOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& ids = ctx->input(0);
+    const Tensor& old_rows = ctx->input(1);
+    const Tensor& new_rows = ctx->input(2);
+    const Tensor& num_classes_t = ctx->input(4);
+    OP_REQUIRES_OK(ctx, CheckRank(ids, 1, "ids"));
+    OP_REQUIRES_OK(ctx, CheckRank(old_rows, 2, "old_rows"));
+    OP_REQUIRES_OK(ctx, CheckRank(new_rows, 2, "new_rows"));
+    OP_REQUIRES_OK(ctx, CheckRank(num_classes_t, 0, "num_classes"));
+    const int64_t n = ids.dim_size(0);
+    OP_REQUIRES(ctx,
+                old_rows.dim_size(0) == n && new_rows.dim_size(0) == n &&
+                    old_rows.dim_size(1) == new_rows.dim_size(1),
+                errors::InvalidArgument(
+                    "old_rows and new_rows must both have shape [", n,
+                    ", dim] for ", n, " ids, got ",
+                    old_rows.shape().DebugString(), " and ",
+                    new_rows.shape().DebugString()));
+    const int64_t num_classes = num_classes_t.scalar<int64_t>()();
+    OP_REQUIRES(ctx, num_classes >= 1,
+                errors::InvalidArgument("num_classes must be >= 1, got ",
+                                        num_classes));
+    OP_REQUIRES_OK(ctx, CheckClassIds(ids, num_classes, "ids"));
+    FeatureMapSpec spec;
+    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1), &spec));
+    TreeShape shape;
+    shape.num_classes = num_classes;
+    shape.leaf_size = attrs_.leaf_size;
+    const int64_t num_features = spec.NumFeatures();
+
+    std::vector<double> row_deltas(n * num_features);
+    const float* old_data = old_rows.flat<float>().data();
+    const float* new_data = new_rows.flat<float>().data();
+    ShardFailure failure;
+    ParallelFor(ctx, n, 2 * num_features * spec.dim,
+                [&](int64_t begin, int64_t end) {
+                  std::vector<double> scratch(num_features);
+                  for (int64_t r = begin; r < end; ++r) {
+                    if (!RowFeatureDelta(spec, old_data + r * spec.dim,
+                                         new_data + r * spec.dim,
+                                         row_deltas.data() + r * num_features,
+                                         scratch.data())) {
+                      failure.Record(r);
+                    }
+                  }
+                });
+    OP_REQUIRES(ctx, !failure.failed(),
+                errors::InvalidArgument(
+                    "old_rows and new_rows must be finite: row ",
+                    failure.item(), " (class ",
+                    ids.flat<int64_t>()(failure.item()),
+                    ") holds a NaN/Inf value or its features overflow"));
+
+    std::vector<int64_t> node_ids;
+    std::vector<double> node_deltas;
+    AggregatePathDeltas(shape, num_features, ids.flat<int64_t>().data(),
+                        row_deltas.data(), n, &node_ids, &node_deltas);
+    const int64_t k = node_ids.size();
+    Tensor* ids_out = nullptr;
+    Tensor* deltas_out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({k}), &ids_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            1, TensorShape({k, num_features}), &deltas_out));
+    std::copy(node_ids.begin(), node_ids.end(), ids_out->flat<int64_t>().data());
+    std::copy(node_deltas.begin(), node_deltas.end(),
+              deltas_out->flat<double>().data());
+  }
+
+ private:
+  FeatureAttrs attrs_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeBuild").Device(DEVICE_CPU),
+                        KernelTreeBuildOp);
+REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeUpdate").Device(DEVICE_CPU),
+                        KernelTreeUpdateOp);
+
+}  // namespace tf_sampled

@@ -1,0 +1,201 @@
+// Validation shared by the kernel-tree OpKernels: everything a user can pass
+// is checked here and turned into InvalidArgument naming the argument and the
+// bad value, before the framework-free core sees it.
+#ifndef TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
+#define TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
+
+#include <atomic>
+#include <cmath>
+#include <string>
+
+#include "custom_ops/core/feature_map.h"
+#include "custom_ops/core/kernel_tree.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tf_sampled {
+
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+namespace errors = ::tensorflow::errors;
+
+// The feature-map and tree attributes every kernel-tree op carries.
+struct FeatureAttrs {
+  FeatureKind kind = FeatureKind::kPositiveRandom;
+  float alpha = 1.0f;
+  float temperature = 1.0f;
+  int64_t leaf_size = 1;
+
+  absl::Status Parse(OpKernelConstruction* ctx) {
+    std::string name;
+    TF_RETURN_IF_ERROR(ctx->GetAttr("feature_map", &name));
+    if (!ParseFeatureKind(name, &kind)) {
+      return errors::InvalidArgument("Unknown feature_map: '", name, "'");
+    }
+    TF_RETURN_IF_ERROR(ctx->GetAttr("alpha", &alpha));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("temperature", &temperature));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("leaf_size", &leaf_size));
+    if (!(alpha > 0) || !std::isfinite(alpha)) {
+      return errors::InvalidArgument("alpha must be positive and finite, got ",
+                                     alpha);
+    }
+    if (!(temperature > 0) || !std::isfinite(temperature)) {
+      return errors::InvalidArgument(
+          "temperature must be positive and finite, got ", temperature);
+    }
+    if (leaf_size < 1) {
+      return errors::InvalidArgument("leaf_size must be >= 1, got ", leaf_size);
+    }
+    return absl::OkStatus();
+  }
+};
+
+inline absl::Status CheckFinite(const float* values, int64_t n,
+                                const char* name) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) {
+      return errors::InvalidArgument(name, " must be finite, got ", values[i],
+                                     " at flat index ", i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+inline absl::Status CheckRank(const Tensor& t, int rank, const char* name) {
+  if (t.dims() != rank) {
+    return errors::InvalidArgument(name, " must have rank ", rank,
+                                   ", got shape ", t.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
+
+// Class ids in [0, num_classes).
+inline absl::Status CheckClassIds(const Tensor& ids, int64_t num_classes,
+                                  const char* name) {
+  const auto flat = ids.flat<int64_t>();
+  for (int64_t i = 0; i < flat.size(); ++i) {
+    if (flat(i) < 0 || flat(i) >= num_classes) {
+      return errors::InvalidArgument(name, " must be in [0, ", num_classes,
+                                     "), got ", flat(i), " at flat index ", i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The feature map for augmented rows of width `dim` with projections omega.
+inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
+                             int64_t dim, FeatureMapSpec* spec) {
+  TF_RETURN_IF_ERROR(CheckRank(omega, 2, "omega"));
+  if (attrs.kind != FeatureKind::kQuadratic) {
+    if (omega.dim_size(1) != dim) {
+      return errors::InvalidArgument(
+          "omega must have ", dim, " columns (the augmented row width), got "
+          "shape ", omega.shape().DebugString());
+    }
+    if (omega.dim_size(0) < 1) {
+      return errors::InvalidArgument(
+          "omega must have at least one row for random features, got shape ",
+          omega.shape().DebugString());
+    }
+    TF_RETURN_IF_ERROR(
+        CheckFinite(omega.flat<float>().data(), omega.NumElements(), "omega"));
+  }
+  spec->kind = attrs.kind;
+  spec->dim = dim;
+  spec->omega = omega.flat<float>().data();
+  spec->num_omega = attrs.kind == FeatureKind::kQuadratic ? 0 : omega.dim_size(0);
+  spec->alpha = attrs.alpha;
+  spec->temperature = attrs.temperature;
+  return absl::OkStatus();
+}
+
+// Everything the sampling ops read: the tree, the current class table and the
+// queries. Inputs 0..4 are nodes, embeddings, biases, omega, inputs.
+struct TreeInputs {
+  FeatureMapSpec spec;
+  TreeShape shape;
+  ClassTable table;
+  const double* nodes = nullptr;
+  const float* inputs = nullptr;
+  int64_t batch = 0;
+
+  absl::Status Parse(OpKernelContext* ctx, const FeatureAttrs& attrs) {
+    const Tensor& nodes_t = ctx->input(0);
+    const Tensor& embeddings = ctx->input(1);
+    const Tensor& biases = ctx->input(2);
+    const Tensor& omega = ctx->input(3);
+    const Tensor& inputs_t = ctx->input(4);
+    TF_RETURN_IF_ERROR(CheckRank(embeddings, 2, "embeddings"));
+    TF_RETURN_IF_ERROR(CheckRank(biases, 1, "biases"));
+    TF_RETURN_IF_ERROR(CheckRank(nodes_t, 2, "nodes"));
+    TF_RETURN_IF_ERROR(CheckRank(inputs_t, 2, "inputs"));
+    const int64_t num_classes = embeddings.dim_size(0);
+    const int64_t d = embeddings.dim_size(1);
+    if (num_classes < 1 || d < 1) {
+      return errors::InvalidArgument(
+          "embeddings must be a non-empty [num_classes, dim] matrix, got shape ",
+          embeddings.shape().DebugString());
+    }
+    const bool has_biases = biases.NumElements() > 0;
+    if (has_biases && biases.dim_size(0) != num_classes) {
+      return errors::InvalidArgument(
+          "biases must have shape [", num_classes, "] (or [0] for none), got ",
+          biases.shape().DebugString());
+    }
+    if (inputs_t.dim_size(1) != d) {
+      return errors::InvalidArgument(
+          "inputs must have ", d, " columns like embeddings, got shape ",
+          inputs_t.shape().DebugString());
+    }
+    TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
+                                   inputs_t.NumElements(), "inputs"));
+    TF_RETURN_IF_ERROR(MakeSpec(attrs, omega, d + (has_biases ? 1 : 0), &spec));
+    shape.num_classes = num_classes;
+    shape.leaf_size = attrs.leaf_size;
+    const int64_t num_features = spec.NumFeatures();
+    if (nodes_t.dim_size(0) != shape.NumNodeRows() ||
+        nodes_t.dim_size(1) != num_features) {
+      return errors::InvalidArgument(
+          "nodes must have shape [", shape.NumNodeRows(), ", ", num_features,
+          "] for ", num_classes, " classes, leaf_size ", attrs.leaf_size,
+          " and this feature map, got ", nodes_t.shape().DebugString());
+    }
+    table.embeddings = embeddings.flat<float>().data();
+    table.biases = has_biases ? biases.flat<float>().data() : nullptr;
+    table.d = d;
+    nodes = nodes_t.flat<double>().data();
+    inputs = inputs_t.flat<float>().data();
+    batch = inputs_t.dim_size(0);
+    return absl::OkStatus();
+  }
+};
+
+// Records the first failing item of a sharded loop (the core reports
+// non-finite class rows it read) so the op can fail after the loop.
+class ShardFailure {
+ public:
+  void Record(int64_t item) {
+    int64_t expected = -1;
+    first_.compare_exchange_strong(expected, item);
+  }
+  bool failed() const { return first_.load() >= 0; }
+  int64_t item() const { return first_.load(); }
+
+ private:
+  std::atomic<int64_t> first_{-1};
+};
+
+// Runs fn(begin, end) over [0, total) on the op's CPU thread pool.
+template <typename Fn>
+void ParallelFor(OpKernelContext* ctx, int64_t total, int64_t cost_per_item,
+                 Fn&& fn) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  ::tensorflow::Shard(workers->num_threads, workers->workers, total,
+                      cost_per_item, std::forward<Fn>(fn));
+}
+
+}  // namespace tf_sampled
+
+#endif  // TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_

@@ -1,0 +1,301 @@
+// Sampling from the kernel tree: per-example negatives, log q of given
+// classes, and the batch-shared candidate sampler with TensorFlow's contract.
+#include <cmath>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "custom_ops/kernels/kernel_tree_common.h"
+#include "tensorflow/core/util/guarded_philox_random.h"
+
+namespace tf_sampled {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::GuardedPhiloxRandom;
+using ::tensorflow::OpKernel;
+using ::tensorflow::TensorShape;
+
+namespace {
+
+// A 64-bit seed for query `index`, from a block of Philox outputs reserved
+// for this call: each query gets its own stream whatever the sharding.
+uint64_t QuerySeed(const ::tensorflow::random::PhiloxRandom& block,
+                   int64_t index) {
+  ::tensorflow::random::PhiloxRandom gen = block;
+  gen.Skip(index);
+  const auto out = gen();
+  return (uint64_t(out[0]) << 32 | out[1]) ^
+         ((uint64_t(out[2]) << 32 | out[3]) * 0x9e3779b97f4a7c15ULL);
+}
+
+absl::Status NonFiniteRowError(int64_t query) {
+  return errors::InvalidArgument(
+      "embeddings and biases must be finite: a class row read for query ",
+      query, " holds a NaN/Inf value (or its logit overflows)");
+}
+
+// Work estimate for one query: descending S draws and reading their leaves.
+int64_t QueryCost(const TreeInputs& in, int64_t draws) {
+  const int64_t depth = 1 + static_cast<int64_t>(
+                                std::log2(double(in.shape.NumLeaves()) + 1));
+  return draws * (2 * depth * in.spec.NumFeatures() +
+                  in.shape.leaf_size * in.table.d) +
+         in.spec.num_omega * in.spec.dim;
+}
+
+}  // namespace
+
+class KernelTreeSampleOp : public OpKernel {
+ public:
+  explicit KernelTreeSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
+    OP_REQUIRES(ctx, num_sampled_ >= 1,
+                errors::InvalidArgument("num_sampled must be >= 1, got ",
+                                        num_sampled_));
+    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    TreeInputs in;
+    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
+    const Tensor& true_classes = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckRank(true_classes, 2, "true_classes"));
+    OP_REQUIRES(ctx, true_classes.dim_size(0) == in.batch,
+                errors::InvalidArgument(
+                    "true_classes must have ", in.batch,
+                    " rows like inputs, got shape ",
+                    true_classes.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
+                                      "true_classes"));
+    const int64_t num_true = true_classes.dim_size(1);
+    Tensor *ids_t, *log_q_t, *true_log_q_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, TensorShape({in.batch, num_sampled_}), &ids_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            1, TensorShape({in.batch, num_sampled_}), &log_q_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            2, TensorShape({in.batch, num_true}), &true_log_q_t));
+    if (in.batch == 0) return;
+
+    const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
+    const auto block = generator_.ReserveSamples128(in.batch);
+    int64_t* ids = ids_t->flat<int64_t>().data();
+    float* log_q = log_q_t->flat<float>().data();
+    float* true_log_q = true_log_q_t->flat<float>().data();
+    const int64_t* truth = true_classes.flat<int64_t>().data();
+    ShardFailure failure;
+    ParallelFor(ctx, in.batch, QueryCost(in, num_sampled_ + num_true),
+                [&](int64_t begin, int64_t end) {
+                  QueryState state;
+                  tree.InitState(&state);
+                  for (int64_t b = begin; b < end; ++b) {
+                    Random rng(QuerySeed(block, b));
+                    tree.SetQuery(in.inputs + b * in.table.d, &state);
+                    if (!tree.Sample(&state, num_sampled_, &rng,
+                                     ids + b * num_sampled_,
+                                     log_q + b * num_sampled_) ||
+                        !tree.LogProb(&state, truth + b * num_true, num_true,
+                                      true_log_q + b * num_true)) {
+                      failure.Record(b);
+                    }
+                  }
+                });
+    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(failure.item()));
+  }
+
+ private:
+  FeatureAttrs attrs_;
+  int64_t num_sampled_;
+  GuardedPhiloxRandom generator_;
+};
+
+class KernelTreeLogProbOp : public OpKernel {
+ public:
+  explicit KernelTreeLogProbOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    TreeInputs in;
+    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
+    const Tensor& classes = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckRank(classes, 2, "classes"));
+    OP_REQUIRES(ctx, classes.dim_size(0) == in.batch,
+                errors::InvalidArgument("classes must have ", in.batch,
+                                        " rows like inputs, got shape ",
+                                        classes.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckClassIds(classes, in.shape.num_classes, "classes"));
+    const int64_t n = classes.dim_size(1);
+    Tensor* log_q_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({in.batch, n}),
+                                             &log_q_t));
+    if (in.batch == 0 || n == 0) return;
+    const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
+    const int64_t* ids = classes.flat<int64_t>().data();
+    float* log_q = log_q_t->flat<float>().data();
+    ShardFailure failure;
+    ParallelFor(ctx, in.batch, QueryCost(in, n), [&](int64_t begin, int64_t end) {
+      QueryState state;
+      tree.InitState(&state);
+      for (int64_t b = begin; b < end; ++b) {
+        tree.SetQuery(in.inputs + b * in.table.d, &state);
+        if (!tree.LogProb(&state, ids + b * n, n, log_q + b * n)) {
+          failure.Record(b);
+        }
+      }
+    });
+    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(failure.item()));
+  }
+
+ private:
+  FeatureAttrs attrs_;
+};
+
+class KernelTreeCandidateSamplerOp : public OpKernel {
+ public:
+  explicit KernelTreeCandidateSamplerOp(OpKernelConstruction* ctx)
+      : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_true", &num_true_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("unique", &unique_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("range_max", &range_max_));
+    OP_REQUIRES(ctx, num_sampled_ >= 1 && num_true_ >= 1 && range_max_ >= 1,
+                errors::InvalidArgument(
+                    "num_sampled, num_true and range_max must be >= 1, got ",
+                    num_sampled_, ", ", num_true_, ", ", range_max_));
+    OP_REQUIRES(ctx, !unique_ || num_sampled_ <= range_max_,
+                errors::InvalidArgument(
+                    "num_sampled (", num_sampled_,
+                    ") must be <= range_max (", range_max_,
+                    ") when unique=True"));
+    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    TreeInputs in;
+    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
+    OP_REQUIRES(ctx, range_max_ == in.shape.num_classes,
+                errors::InvalidArgument(
+                    "range_max (", range_max_,
+                    ") must equal the sampler's number of classes (",
+                    in.shape.num_classes, ")"));
+    const Tensor& true_classes = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckRank(true_classes, 2, "true_classes"));
+    OP_REQUIRES(ctx,
+                true_classes.dim_size(0) == in.batch &&
+                    true_classes.dim_size(1) == num_true_,
+                errors::InvalidArgument(
+                    "true_classes must have shape [", in.batch, ", ", num_true_,
+                    "] (batch of inputs, num_true), got ",
+                    true_classes.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
+                                      "true_classes"));
+
+    const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
+    QueryState state;
+    tree.InitState(&state);
+    tree.SetMixtureQuery(in.inputs, in.batch, &state);
+    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
+
+    std::vector<int64_t> sampled(num_sampled_);
+    std::vector<float> sampled_log_q(num_sampled_);
+    int64_t num_tries = num_sampled_;
+    if (!unique_) {
+      OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled.data(),
+                                   sampled_log_q.data()),
+                  NonFiniteRowError(0));
+    } else {
+      OP_REQUIRES_OK(ctx, SampleUnique(tree, &state, &rng, &sampled,
+                                       &sampled_log_q, &num_tries));
+    }
+    std::vector<float> true_log_q(in.batch * num_true_);
+    OP_REQUIRES(ctx,
+                tree.LogProb(&state, true_classes.flat<int64_t>().data(),
+                             in.batch * num_true_, true_log_q.data()),
+                NonFiniteRowError(0));
+
+    Tensor *sampled_t, *true_count_t, *sampled_count_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}),
+                                             &sampled_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            1, TensorShape({in.batch, num_true_}), &true_count_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sampled_}),
+                                             &sampled_count_t));
+    std::copy(sampled.begin(), sampled.end(), sampled_t->flat<int64_t>().data());
+    for (int64_t i = 0; i < num_sampled_; ++i) {
+      sampled_count_t->flat<float>()(i) = ExpectedCount(sampled_log_q[i], num_tries);
+    }
+    for (int64_t i = 0; i < in.batch * num_true_; ++i) {
+      true_count_t->flat<float>()(i) = ExpectedCount(true_log_q[i], num_tries);
+    }
+  }
+
+ private:
+  // TensorFlow's definition (range_sampler.cc): num_sampled * q without
+  // unique, 1 - (1 - q)^num_tries with it.
+  float ExpectedCount(float log_q, int64_t num_tries) const {
+    const double q = std::exp(double(log_q));
+    if (num_tries == num_sampled_) return static_cast<float>(q * num_sampled_);
+    return static_cast<float>(-std::expm1(num_tries * std::log1p(-q)));
+  }
+
+  // Draws iid until num_sampled distinct classes are seen, as TensorFlow's
+  // unique samplers do; num_tries counts every draw up to the last new class.
+  absl::Status SampleUnique(const KernelTree& tree, QueryState* state,
+                            Random* rng, std::vector<int64_t>* sampled,
+                            std::vector<float>* sampled_log_q,
+                            int64_t* num_tries) const {
+    absl::flat_hash_set<int64_t> seen;
+    std::vector<int64_t> batch_ids;
+    std::vector<float> batch_log_q;
+    int64_t tries = 0;
+    // Every class has probability >= kMinBranchProb^depth, so this ends; the
+    // cap turns a pathological tree (num_sampled close to range_max and
+    // almost all mass on few classes) into an error instead of a hang.
+    const int64_t max_tries = 1000 * num_sampled_ + 100 * range_max_;
+    while (static_cast<int64_t>(seen.size()) < num_sampled_) {
+      if (tries > max_tries) {
+        return errors::InvalidArgument(
+            "Could not find num_sampled=", num_sampled_,
+            " distinct classes in ", tries,
+            " draws (unique=True); lower num_sampled (range_max=", range_max_,
+            ")");
+      }
+      // Draws from one descent are an iid sequence (Sample shuffles them), so
+      // taking them in order is exactly sequential sampling.
+      const int64_t chunk = 2 * (num_sampled_ - seen.size()) + 8;
+      batch_ids.resize(chunk);
+      batch_log_q.resize(chunk);
+      if (!tree.Sample(state, chunk, rng, batch_ids.data(), batch_log_q.data())) {
+        return NonFiniteRowError(0);
+      }
+      for (int64_t i = 0; i < chunk &&
+                          static_cast<int64_t>(seen.size()) < num_sampled_;
+           ++i) {
+        ++tries;
+        if (seen.insert(batch_ids[i]).second) {
+          (*sampled)[seen.size() - 1] = batch_ids[i];
+          (*sampled_log_q)[seen.size() - 1] = batch_log_q[i];
+        }
+      }
+    }
+    *num_tries = tries;
+    return absl::OkStatus();
+  }
+
+  FeatureAttrs attrs_;
+  int64_t num_true_, num_sampled_, range_max_;
+  bool unique_;
+  GuardedPhiloxRandom generator_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeSample").Device(DEVICE_CPU),
+                        KernelTreeSampleOp);
+REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeLogProb").Device(DEVICE_CPU),
+                        KernelTreeLogProbOp);
+REGISTER_KERNEL_BUILDER(
+    Name("TfSampled>KernelTreeCandidateSampler").Device(DEVICE_CPU),
+    KernelTreeCandidateSamplerOp);
+
+}  // namespace tf_sampled

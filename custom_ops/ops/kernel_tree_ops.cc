@@ -1,0 +1,177 @@
+// Op registrations for the kernel sampling tree. Shapes are checked here as
+// far as they are known at graph time; the kernels check everything again.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tf_sampled {
+
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+#define TF_SAMPLED_FEATURE_ATTRS                                         \
+  Attr("feature_map: {'quadratic', 'random_fourier', 'positive_random'}") \
+      .Attr("alpha: float = 100.0")                                      \
+      .Attr("temperature: float = 1.0")                                  \
+      .Attr("leaf_size: int >= 1")
+
+REGISTER_OP("TfSampled>KernelTreeBuild")
+    .Input("rows: float")
+    .Input("omega: float")
+    .Output("nodes: double")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle rows, omega;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &rows));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &omega));
+      c->set_output(0, c->Matrix(c->UnknownDim(), c->UnknownDim()));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Builds the node sums [2N, F] of a kernel sampling tree from augmented class
+rows [C, dim] (N = ceil(C / leaf_size) leaves; row 0 is unused).
+)doc");
+
+REGISTER_OP("TfSampled>KernelTreeUpdate")
+    .Input("ids: int64")
+    .Input("old_rows: float")
+    .Input("new_rows: float")
+    .Input("omega: float")
+    .Input("num_classes: int64")
+    .Output("node_ids: int64")
+    .Output("node_deltas: double")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle ids, old_rows, new_rows, omega, num_classes;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &ids));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &old_rows));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &new_rows));
+      TF_RETURN_IF_ERROR(c->Merge(old_rows, new_rows, &new_rows));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &omega));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &num_classes));
+      c->set_output(0, c->Vector(c->UnknownDim()));
+      c->set_output(1, c->Matrix(c->UnknownDim(), c->UnknownDim()));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Node-sum changes for replacing the given class rows: phi(new) - phi(old)
+summed onto every node of each row's path. Add node_deltas to the node rows
+node_ids (e.g. with a scatter-add) to update the tree.
+)doc");
+
+// Checks the inputs shared by the sampling ops and returns the batch size.
+static absl::Status TreeInputsShape(InferenceContext* c, DimensionHandle* batch) {
+  ShapeHandle nodes, embeddings, biases, omega, inputs;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &nodes));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &embeddings));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &biases));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &omega));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &inputs));
+  DimensionHandle unused;
+  TF_RETURN_IF_ERROR(
+      c->Merge(c->Dim(inputs, 1), c->Dim(embeddings, 1), &unused));
+  *batch = c->Dim(inputs, 0);
+  return absl::OkStatus();
+}
+
+REGISTER_OP("TfSampled>KernelTreeSample")
+    .Input("nodes: double")
+    .Input("embeddings: float")
+    .Input("biases: float")
+    .Input("omega: float")
+    .Input("inputs: float")
+    .Input("true_classes: int64")
+    .Output("ids: int64")
+    .Output("log_q: float")
+    .Output("true_log_q: float")
+    .Attr("num_sampled: int >= 1")
+    .Attr("seed: int = 0")
+    .Attr("seed2: int = 0")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(TreeInputsShape(c, &batch));
+      ShapeHandle true_classes;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
+      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      int64_t num_sampled;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
+      c->set_output(0, c->Matrix(batch, num_sampled));
+      c->set_output(1, c->Matrix(batch, num_sampled));
+      c->set_output(2, c->Matrix(batch, c->Dim(true_classes, 1)));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Per-example negatives: num_sampled iid classes per input row from the kernel
+tree's proposal q(.|inputs[b]), with exact log q, and log q of the true classes.
+)doc");
+
+REGISTER_OP("TfSampled>KernelTreeLogProb")
+    .Input("nodes: double")
+    .Input("embeddings: float")
+    .Input("biases: float")
+    .Input("omega: float")
+    .Input("inputs: float")
+    .Input("classes: int64")
+    .Output("log_q: float")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(TreeInputsShape(c, &batch));
+      ShapeHandle classes;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &classes));
+      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(classes, 0), &batch));
+      c->set_output(0, c->Matrix(batch, c->Dim(classes, 1)));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+log q(classes[b, k] | inputs[b]) under the kernel tree's proposal.
+)doc");
+
+REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
+    .Input("nodes: double")
+    .Input("embeddings: float")
+    .Input("biases: float")
+    .Input("omega: float")
+    .Input("inputs: float")
+    .Input("true_classes: int64")
+    .Output("sampled_candidates: int64")
+    .Output("true_expected_count: float")
+    .Output("sampled_expected_count: float")
+    .Attr("num_true: int >= 1")
+    .Attr("num_sampled: int >= 1")
+    .Attr("unique: bool")
+    .Attr("range_max: int >= 1")
+    .Attr("seed: int = 0")
+    .Attr("seed2: int = 0")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(TreeInputsShape(c, &batch));
+      int64_t num_true, num_sampled;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_true", &num_true));
+      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
+      ShapeHandle true_classes;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
+      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      DimensionHandle unused;
+      TF_RETURN_IF_ERROR(
+          c->WithValue(c->Dim(true_classes, 1), num_true, &unused));
+      c->set_output(0, c->Vector(num_sampled));
+      c->set_output(1, c->Matrix(batch, num_true));
+      c->set_output(2, c->Vector(num_sampled));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Batch-shared candidates with TensorFlow's candidate-sampler contract: one set
+of num_sampled classes for the whole batch, drawn from the batch's mixture
+proposal, and expected counts as TensorFlow defines them (num_sampled * q, or
+1 - (1 - q)^num_tries with unique=True).
+)doc");
+
+#undef TF_SAMPLED_FEATURE_ATTRS
+
+}  // namespace tf_sampled

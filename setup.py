@@ -1,0 +1,87 @@
+"""Builds tf_sampled and its op library with g++ and TensorFlow's own flags.
+
+`pip install .` (and `pip install -e .`) compile every source under custom_ops/
+into tf_sampled/_tf_sampled_ops*.so against the TensorFlow found in the build
+environment; the package then refuses to load under another TensorFlow minor
+version (the C++ ABI of custom ops is not stable across them).
+"""
+import os
+import subprocess
+import sys
+from glob import glob
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = sorted(
+    glob(os.path.join("custom_ops", "core", "*.cc"))
+    + glob(os.path.join("custom_ops", "ops", "*.cc"))
+    + glob(os.path.join("custom_ops", "kernels", "*.cc"))
+)
+HEADERS = sorted(glob(os.path.join("custom_ops", "**", "*.h"), recursive=True))
+
+
+def _tensorflow_build_info():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return tf.__version__, tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+
+
+class BuildTfOps(build_ext):
+    """Compiles the op library with g++ instead of distutils' compiler setup."""
+
+    def build_extension(self, ext):
+        version, compile_flags, link_flags = _tensorflow_build_info()
+        output = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        cxx = os.environ.get("CXX", "g++")
+        command = (
+            [cxx, "-std=c++17", "-shared", "-fPIC", "-O3", "-I" + HERE]
+            + ["-Wno-deprecated-declarations", "-Wno-interference-size"]
+            + [os.path.join(HERE, s) for s in ext.sources]
+            + compile_flags
+            + link_flags
+            + ["-o", output]
+        )
+        print(" ".join(command))
+        subprocess.check_call(command)
+        # Record the TensorFlow the library was built against next to it.
+        info = os.path.join(os.path.dirname(output), "_build_info.py")
+        with open(info, "w") as f:
+            f.write(f'TENSORFLOW_VERSION = "{version}"\n')
+
+
+def _tensorflow_minor():
+    try:
+        version = _tensorflow_build_info()[0]
+    except ImportError:
+        return None
+    return ".".join(version.split(".")[:2])
+
+
+minor = _tensorflow_minor() or "2.21"
+
+setup(
+    name="tf_sampled",
+    version="0.1.0",
+    description="Adaptive negative samplers for sampled softmax as TensorFlow custom ops",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["tf_sampled", "tf_sampled.*"]),
+    package_data={"tf_sampled": ["data/*/*"]},
+    ext_modules=[Extension("tf_sampled._tf_sampled_ops", sources=SOURCES, depends=HEADERS)],
+    cmdclass={"build_ext": BuildTfOps},
+    install_requires=["numpy"],
+    # The library is built against this minor version: install the CPU or the
+    # GPU wheel of it (either works), e.g. `pip install .[cpu]`.
+    extras_require={
+        "cpu": [f"tensorflow-cpu=={minor}.*"],
+        "gpu": [f"tensorflow=={minor}.*"],
+        "test": ["pytest", "scipy"],
+        "examples": ["absl-py", "matplotlib"],
+    },
+    zip_safe=False,
+)

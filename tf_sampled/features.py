@@ -1,0 +1,246 @@
+"""Kernel feature maps for the kernel-tree sampler.
+
+A feature map phi turns the kernel K(x, y) = phi(x) . phi(y) into sums that a
+tree can hold: a node stores the sum of phi(y_i) over its classes, so a query
+scores a whole subtree with one dot product. The ops compute phi in C++ (the
+tree build never materialises [num_classes, F]); the `reference_*` methods
+here are plain-TensorFlow implementations of the same maps, used as test
+oracles.
+
+All maps act on augmented vectors: x = [h, 1] and y = [w, b] when the sampler
+has biases (so x . y is the logit), else x = h and y = w.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class FeatureMap:
+    """Base class: configuration, projections and the reference maps."""
+
+    #: Name of the map in the ops' `feature_map` attribute.
+    op_name = None
+
+    def num_features(self, dim):
+        """Number of features F for augmented inputs of width `dim`."""
+        raise NotImplementedError
+
+    def projections(self, dim):
+        """Random projections omega as a float32 array [num_omega, dim]."""
+        return np.zeros([0, dim], np.float32)
+
+    def op_attrs(self):
+        """The ops' feature attributes for this map."""
+        return {"feature_map": self.op_name, "alpha": 1.0, "temperature": 1.0}
+
+    def reference_features(self, x, omega):
+        """phi(x) in float64, exactly scaled. x: [n, dim]; returns [n, F]."""
+        raise NotImplementedError
+
+    def reference_log_kernel(self, x, y):
+        """log of the exact kernel, [n, dim] x [m, dim] -> [n, m], float64."""
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _count(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _seed_or_random(seed):
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
+
+
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class Quadratic(FeatureMap):
+    """K(x, y) = alpha (x . y)^2 + 1 with its exact features (Blanc & Rendle).
+
+    F = dim (dim + 1) / 2 + 1 (the packed upper triangle of x x^T), so this map
+    suits small dims only. The kernel is symmetric in the sign of the logit: it
+    over-samples very negative logits under a plain softmax.
+
+    Args:
+      alpha: scale of the squared logit (the paper uses 100).
+    """
+
+    op_name = "quadratic"
+
+    def __init__(self, alpha=100.0):
+        self.alpha = _positive("alpha", alpha)
+
+    def num_features(self, dim):
+        return dim * (dim + 1) // 2 + 1
+
+    def op_attrs(self):
+        return {"feature_map": self.op_name, "alpha": self.alpha, "temperature": 1.0}
+
+    def reference_features(self, x, omega=None):
+        x = tf.convert_to_tensor(x, tf.float64)
+        dim = x.shape[-1]
+        rows, cols = np.triu_indices(dim)
+        scale = np.where(rows == cols, 1.0, math.sqrt(2.0)) * math.sqrt(self.alpha)
+        pairs = tf.gather(x, rows, axis=1) * tf.gather(x, cols, axis=1) * scale
+        return tf.concat([pairs, tf.ones_like(x[:, :1])], axis=1)
+
+    def reference_log_kernel(self, x, y):
+        dots = tf.matmul(tf.cast(x, tf.float64), tf.cast(y, tf.float64), transpose_b=True)
+        return tf.math.log1p(self.alpha * dots * dots)
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class RandomFourier(FeatureMap):
+    """Random Fourier features of the Gaussian kernel on the unit sphere (RF-softmax).
+
+    phi(u) = D^-1/2 [cos(sqrt(nu) w_j . u^), sin(sqrt(nu) w_j . u^)] with
+    u^ = u / |u| and w_j ~ N(0, I), so E[phi(x) . phi(y)] = exp(nu (cos(x, y) - 1)):
+    the softmax of temperature nu over normalised vectors (Rawat et al. 2019).
+    Estimates can be negative; the tree clamps them.
+
+    Args:
+      num_features: number of frequencies D (the map has F = 2 D features).
+      temperature: nu. Larger is closer to a sharp softmax but needs more features.
+      seed: seed of the projections (None: random, recorded in the config).
+    """
+
+    op_name = "random_fourier"
+
+    def __init__(self, num_features=128, temperature=1.0, seed=None):
+        self.num_frequencies = _count("num_features", num_features)
+        self.temperature = _positive("temperature", temperature)
+        self.seed = _seed_or_random(seed)
+
+    def num_features(self, dim):
+        return 2 * self.num_frequencies
+
+    def projections(self, dim):
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal((self.num_frequencies, dim)).astype(np.float32)
+
+    def op_attrs(self):
+        return {"feature_map": self.op_name, "alpha": 1.0, "temperature": self.temperature}
+
+    def reference_features(self, x, omega):
+        x = tf.convert_to_tensor(x, tf.float64)
+        norms = tf.norm(x, axis=1, keepdims=True)
+        unit = x / tf.where(norms > 0, norms, tf.ones_like(norms))
+        angles = math.sqrt(self.temperature) * tf.matmul(
+            unit, tf.cast(omega, tf.float64), transpose_b=True)
+        return tf.concat([tf.cos(angles), tf.sin(angles)], 1) / math.sqrt(self.num_frequencies)
+
+    def reference_log_kernel(self, x, y):
+        x = tf.cast(x, tf.float64)
+        y = tf.cast(y, tf.float64)
+        norms = tf.norm(x, axis=1)[:, None] * tf.norm(y, axis=1)[None, :]
+        dots = tf.matmul(x, y, transpose_b=True)
+        cosine = tf.where(norms > 0, dots / tf.where(norms > 0, norms, 1.0), 0.0)
+        return self.temperature * (cosine - 1.0)
+
+    def get_config(self):
+        return {"num_features": self.num_frequencies, "temperature": self.temperature,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class PositiveRandom(FeatureMap):
+    """Positive random features of exp(tau x . y) (Performer's FAVOR+).
+
+    phi(u) = m^-1/2 exp(sqrt(tau) w_j . u - tau |u|^2 / 2), w_j ~ N(0, I),
+    optionally orthogonal in blocks of `dim` rows. E[phi(x) . phi(y)] =
+    exp(tau x . y) exactly and every estimate is positive, so tree masses need
+    no clamping. With biases, x . y is the logit h . w + b: the proposal
+    targets the model's softmax at tau = 1.
+
+    Args:
+      num_features: m, the number of features.
+      temperature: tau.
+      orthogonal: draw the projections orthogonal within blocks (lower variance).
+      seed: seed of the projections (None: random, recorded in the config).
+    """
+
+    op_name = "positive_random"
+
+    def __init__(self, num_features=128, temperature=1.0, orthogonal=True, seed=None):
+        self.num_random = _count("num_features", num_features)
+        self.temperature = _positive("temperature", temperature)
+        self.orthogonal = bool(orthogonal)
+        self.seed = _seed_or_random(seed)
+
+    def num_features(self, dim):
+        return self.num_random
+
+    def projections(self, dim):
+        rng = np.random.default_rng(self.seed)
+        if not self.orthogonal:
+            return rng.standard_normal((self.num_random, dim)).astype(np.float32)
+        blocks = []
+        for _ in range(-(-self.num_random // dim)):
+            q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+            # Rows of an orthogonal matrix have unit norm; Gaussian rows have
+            # chi-distributed norms, which keeps each row's marginal N(0, I).
+            norms = np.linalg.norm(rng.standard_normal((dim, dim)), axis=1)
+            blocks.append(q.T * norms[:, None])
+        return np.concatenate(blocks)[: self.num_random].astype(np.float32)
+
+    def op_attrs(self):
+        return {"feature_map": self.op_name, "alpha": 1.0, "temperature": self.temperature}
+
+    def reference_features(self, x, omega):
+        x = tf.convert_to_tensor(x, tf.float64)
+        logs = (math.sqrt(self.temperature) * tf.matmul(x, tf.cast(omega, tf.float64),
+                                                        transpose_b=True)
+                - 0.5 * self.temperature * tf.reduce_sum(x * x, 1, keepdims=True)
+                - 0.5 * math.log(self.num_random))
+        return tf.exp(logs)
+
+    def reference_log_kernel(self, x, y):
+        return self.temperature * tf.matmul(
+            tf.cast(x, tf.float64), tf.cast(y, tf.float64), transpose_b=True)
+
+    def get_config(self):
+        return {"num_features": self.num_random, "temperature": self.temperature,
+                "orthogonal": self.orthogonal, "seed": self.seed}
+
+
+def get(identifier):
+    """A feature map from an instance, a name or a config dict."""
+    if isinstance(identifier, FeatureMap):
+        return identifier
+    names = {"quadratic": Quadratic, "random_fourier": RandomFourier,
+             "positive_random": PositiveRandom}
+    if isinstance(identifier, str) and identifier in names:
+        return names[identifier]()
+    if isinstance(identifier, dict) and identifier.get("class_name") in (
+            "Quadratic", "RandomFourier", "PositiveRandom"):
+        cls = {"Quadratic": Quadratic, "RandomFourier": RandomFourier,
+               "PositiveRandom": PositiveRandom}[identifier["class_name"]]
+        return cls.from_config(identifier.get("config", {}))
+    raise ValueError(
+        f"Unknown feature map {identifier!r}; expected a FeatureMap, one of "
+        f"{sorted(names)}, or a config dict")

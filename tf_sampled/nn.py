@@ -1,0 +1,106 @@
+"""Sampled softmax loss for per-example candidates and for TensorFlow's triple."""
+import tensorflow as tf
+
+from tf_sampled.samplers.base import SampledCandidates, as_class_matrix
+
+# What TensorFlow adds to the logit of an accidental hit.
+_ACCIDENTAL_HIT_PENALTY = -tf.float32.max
+
+
+def _class_logits(weights, biases, ids, inputs):
+    """Logits of classes `ids` [batch, n] for `inputs` [batch, dim]: [batch, n].
+
+    Gathers rows (so the gradient w.r.t. a variable table is IndexedSlices).
+    """
+    rows = tf.gather(weights, ids)  # [batch, n, dim]
+    logits = tf.einsum("bd,bnd->bn", inputs, rows)
+    if biases is not None:
+        logits += tf.gather(biases, ids)
+    return logits
+
+
+def _is_hit(sampled, labels):
+    """[batch, S] bool: sampled id equals one of the row's true ids.
+
+    sampled: [batch, S] (per-example) or [S] (shared); labels: [batch, num_true].
+    """
+    if sampled.shape.rank == 1:
+        sampled = sampled[None, :]
+    return tf.reduce_any(tf.equal(sampled[:, :, None], labels[:, None, :]), axis=2)
+
+
+def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
+                         remove_accidental_hits=True, subtract_log_q_true=True, name=None):
+    """Sampled softmax cross-entropy with the log q correction, per example.
+
+    Corrected sampled logits are o_s - log(expected count of s): log(S q(s|h))
+    for per-example candidates, TensorFlow's `sampled_expected_count` for its
+    triple. With num_true > 1 each true class gets target 1/num_true, as in
+    `tf.nn.sampled_softmax_loss`.
+
+    Args:
+      weights: [num_classes, dim] class embeddings (a variable: its gradient is
+        IndexedSlices over the gathered rows, never a dense [num_classes, dim]).
+      biases: [num_classes] class biases, or None.
+      labels: [batch, num_true] (or [batch]) int target classes.
+      inputs: [batch, dim] float layer input h.
+      sampled: per-example `SampledCandidates` (ids/log_q [batch, S],
+        true_log_q [batch, num_true]) or TensorFlow's triple
+        (sampled_candidates [S], true_expected_count [batch, num_true],
+        sampled_expected_count [S]).
+      remove_accidental_hits: push the logit of a sampled id that equals a true
+        id of the same row to -inf (TensorFlow's convention).
+      subtract_log_q_true: also correct the true logit by its expected count
+        (TensorFlow / Jean et al.); False leaves it as is (Bengio & Senecal,
+        Blanc & Rendle).
+      name: optional name scope.
+
+    Returns:
+      [batch] float32 losses.
+    """
+    with tf.name_scope(name or "sampled_softmax_loss"):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank != 2:
+            raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
+        if weights.shape.rank != 2 or weights.shape[1] != inputs.shape[1]:
+            raise ValueError(
+                f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
+                f"{inputs.shape}, got {weights.shape}")
+        labels = as_class_matrix(labels, "labels", inputs.shape[0])
+        num_true = tf.shape(labels)[1]
+        true_logits = _class_logits(weights, biases, labels, inputs)
+
+        if isinstance(sampled, SampledCandidates):
+            ids = tf.convert_to_tensor(sampled.ids)
+            if ids.shape.rank != 2:
+                raise ValueError(f"sampled.ids must have shape [batch, S], got {ids.shape}")
+            log_s = tf.math.log(tf.cast(tf.shape(ids)[1], inputs.dtype))
+            sampled_logits = _class_logits(weights, biases, ids, inputs)
+            sampled_logits -= log_s + tf.cast(sampled.log_q, inputs.dtype)
+            true_correction = log_s + tf.cast(sampled.true_log_q, inputs.dtype)
+        else:
+            if len(sampled) != 3:
+                raise ValueError("sampled must be SampledCandidates or TensorFlow's triple "
+                                 "(sampled_candidates, true_expected_count, "
+                                 f"sampled_expected_count), got {sampled!r}")
+            ids, true_expected, sampled_expected = (tf.convert_to_tensor(t) for t in sampled)
+            if ids.shape.rank != 1:
+                raise ValueError(f"sampled_candidates must have shape [S], got {ids.shape}")
+            rows = tf.gather(weights, ids)  # [S, dim]
+            sampled_logits = tf.matmul(inputs, rows, transpose_b=True)
+            if biases is not None:
+                sampled_logits += tf.gather(biases, ids)
+            sampled_logits -= tf.math.log(tf.cast(sampled_expected, inputs.dtype))
+            true_correction = tf.math.log(tf.cast(true_expected, inputs.dtype))
+
+        if subtract_log_q_true:
+            true_logits -= true_correction
+        if remove_accidental_hits:
+            hits = _is_hit(ids, labels)
+            sampled_logits += tf.where(hits, tf.cast(_ACCIDENTAL_HIT_PENALTY, inputs.dtype),
+                                       tf.zeros([], inputs.dtype))
+        logits = tf.concat([true_logits, sampled_logits], axis=1)
+        targets = tf.concat(
+            [tf.ones_like(true_logits) / tf.cast(num_true, inputs.dtype),
+             tf.zeros_like(sampled_logits)], axis=1)
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)

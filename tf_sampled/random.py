@@ -1,0 +1,36 @@
+"""Drop-in candidate samplers with `tf.random.*_candidate_sampler`'s signature.
+
+Each returns TensorFlow's triple (sampled_candidates [S] int64,
+true_expected_count [batch, num_true] float32, sampled_expected_count [S]
+float32), so it plugs into `tf.nn.sampled_softmax_loss(..., sampled_values=...)`
+unchanged. One sample set is shared by the batch; it is drawn from the batch's
+mixture proposal. Per-example negatives (`sampler.sample`) carry most of the
+quality gain; this mode is for existing code.
+"""
+from tf_sampled.samplers.kernel import KernelSampler
+
+
+def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                             seed=None, name=None, *, inputs, sampler):
+    """Batch-shared candidates from a `KernelSampler`.
+
+    Args:
+      true_classes: [batch, num_true] int64 target classes.
+      num_true: int, columns of `true_classes`.
+      num_sampled: int, S.
+      unique: bool; draw until S distinct classes (expected counts then use
+        num_tries, as TensorFlow's samplers do).
+      range_max: int, must equal the sampler's number of classes.
+      seed: optional op seed.
+      name: optional name scope.
+      inputs: [batch, dim] queries (the layer input h).
+      sampler: the `tf_sampled.samplers.KernelSampler`.
+
+    Returns:
+      (sampled_candidates [S], true_expected_count [batch, num_true],
+      sampled_expected_count [S]).
+    """
+    if not isinstance(sampler, KernelSampler):
+        raise ValueError(f"sampler must be a tf_sampled.samplers.KernelSampler, got {sampler!r}")
+    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                                     seed=seed, name=name, inputs=inputs)

@@ -1,0 +1,3 @@
+"""Samplers with one protocol: `sample`, `log_prob`, `candidate_sampler`, `refresh`."""
+from tf_sampled.samplers.base import SampledCandidates, Sampler
+from tf_sampled.samplers.kernel import KernelSampler

@@ -1,0 +1,119 @@
+"""The sampler protocol shared by every proposal in the package."""
+import typing
+
+import tensorflow as tf
+
+
+class SampledCandidates(typing.NamedTuple):
+    """Per-example negatives and the exact log-probabilities they were drawn with.
+
+    Attributes:
+      ids: [batch, num_sampled] int64 sampled class ids (with replacement).
+      log_q: [batch, num_sampled] float32, log q(ids[b, s] | inputs[b]).
+      true_log_q: [batch, num_true] float32, log q of the true classes
+        ([batch, 0] when no true classes were given).
+    """
+
+    ids: tf.Tensor
+    log_q: tf.Tensor
+    true_log_q: tf.Tensor
+
+
+def check_count(name, value, maximum=None):
+    """A positive Python int, or ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def as_class_matrix(classes, name, batch=None):
+    """int64 [batch, n] class ids (a [batch] vector becomes [batch, 1])."""
+    classes = tf.convert_to_tensor(classes)
+    if not classes.dtype.is_integer:
+        raise ValueError(f"{name} must hold integer class ids, got dtype {classes.dtype.name}")
+    classes = tf.cast(classes, tf.int64)
+    if classes.shape.rank == 1:
+        classes = classes[:, None]
+    if classes.shape.rank != 2:
+        raise ValueError(f"{name} must have shape [batch, n], got {classes.shape}")
+    if batch is not None and classes.shape[0] is not None and batch is not None \
+            and classes.shape[0] != batch:
+        raise ValueError(f"{name} must have {batch} rows like inputs, got shape {classes.shape}")
+    return classes
+
+
+def op_seeds(seed):
+    """(seed, seed2) attributes from an op-level seed and the global seed."""
+    seed1, seed2 = tf.compat.v1.get_seed(seed)
+    return seed1 or 0, seed2 or 0
+
+
+def expected_counts(log_q, num_sampled, num_tries):
+    """TensorFlow's expected counts: S q without unique, 1 - (1 - q)^tries with it."""
+    q = tf.exp(tf.cast(log_q, tf.float64))
+    tries = tf.cast(num_tries, tf.float64)
+    counts = tf.where(tf.equal(num_tries, num_sampled), q * num_sampled,
+                      -tf.math.expm1(tries * tf.math.log1p(-q)))
+    return tf.cast(counts, tf.float32)
+
+
+class Sampler(tf.Module):
+    """A proposal q(class | input) over `num_classes` classes.
+
+    Subclasses implement `sample` (per-example negatives), `log_prob` and
+    `candidate_sampler` (TensorFlow's batch-shared triple). State lives in
+    non-trainable variables, so samplers checkpoint with `tf.train.Checkpoint`
+    and work inside `tf.function`.
+    """
+
+    def __init__(self, num_classes, name=None):
+        super().__init__(name=name)
+        self.num_classes = check_count("num_classes", num_classes)
+
+    def sample(self, inputs, num_sampled, true_classes=None, seed=None):
+        """Draws per-example negatives.
+
+        Args:
+          inputs: [batch, dim] float queries (ignored by input-free samplers).
+          num_sampled: S, draws per example (with replacement).
+          true_classes: optional [batch, num_true] (or [batch]) int class ids
+            whose log q is returned as `true_log_q`.
+          seed: optional op seed (with the global seed: same seed, same samples).
+
+        Returns:
+          `SampledCandidates` with ids/log_q [batch, S], true_log_q [batch, num_true].
+        """
+        raise NotImplementedError
+
+    def log_prob(self, inputs, classes):
+        """log q(classes[b, k] | inputs[b]) as float32 [batch, n]."""
+        raise NotImplementedError
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        """TensorFlow's candidate-sampler triple, shared by the batch.
+
+        Returns:
+          (sampled_candidates [S] int64, true_expected_count [batch, num_true]
+          float32, sampled_expected_count [S] float32), as
+          `tf.random.log_uniform_candidate_sampler` defines them.
+        """
+        raise NotImplementedError
+
+    def refresh(self, ids=None):
+        """Brings the state up to date with the class table (no-op by default)."""
+        del ids
+
+    def _check_shared_args(self, num_true, num_sampled, unique, range_max):
+        check_count("num_true", num_true)
+        check_count("num_sampled", num_sampled)
+        if range_max != self.num_classes:
+            raise ValueError(
+                f"range_max ({range_max!r}) must equal the sampler's num_classes "
+                f"({self.num_classes})")
+        if unique and num_sampled > range_max:
+            raise ValueError(
+                f"num_sampled ({num_sampled}) must be <= range_max ({range_max}) "
+                f"when unique=True")

@@ -1,0 +1,174 @@
+"""The kernel-tree sampler (Blanc & Rendle 2018) as a TensorFlow module."""
+import tensorflow as tf
+
+from tf_sampled import _ops
+from tf_sampled import features as features_lib
+from tf_sampled.samplers import base
+
+DEFAULT_LEAF_SIZE = 128
+
+
+class KernelSampler(base.Sampler):
+    """Samples classes from q(i | h) proportional to a kernel K([h, 1], [w_i, b_i]).
+
+    The classes are split into leaves of `leaf_size` consecutive ids (order
+    your ids so that this grouping is sensible, e.g. by frequency). A balanced
+    tree over the leaves stores, per node, the sum of the feature map over its
+    classes; a query walks down the tree (the S draws of one query are split
+    between children by binomial draws, so upper levels are scored once) and
+    draws a class inside the reached leaf from the map's exact kernel, read
+    from the current embeddings. The returned log q is exact for the process
+    that drew the sample, also when the tree is stale.
+
+    State (non-trainable variables, checkpointed with the sampler):
+      nodes: [2 N, F] float64 node sums, N = ceil(num_classes / leaf_size).
+      rows: [num_classes, dim (+1)] float32 snapshot of the rows the tree
+        holds, so `refresh(ids)` can subtract their old features.
+      omega: the feature map's projections.
+
+    Args:
+      embeddings: [num_classes, dim] class embeddings (a `tf.Variable`, read at
+        every call, or a tensor).
+      feature_map: a `tf_sampled.features.FeatureMap` or its name; defaults to
+        `PositiveRandom(128)`, which targets the model's softmax exp(h.w + b).
+      leaf_size: classes per leaf (evaluated exactly). Larger leaves give a
+        proposal closer to the kernel at a cost of leaf_size * dim per
+        distinct leaf drawn.
+      biases: optional [num_classes] class biases; the proposal then targets
+        exp(h . w + b).
+      name: module name.
+    """
+
+    def __init__(self, embeddings, feature_map=None, leaf_size=DEFAULT_LEAF_SIZE,
+                 biases=None, name=None):
+        shape = embeddings.shape
+        if shape.rank != 2 or shape[0] is None or shape[1] is None:
+            raise ValueError(
+                f"embeddings must have a static shape [num_classes, dim], got {shape}")
+        if shape[0] < 1 or shape[1] < 1:
+            raise ValueError(f"embeddings must be non-empty, got shape {shape}")
+        if biases is not None and (biases.shape.rank != 1 or biases.shape[0] != shape[0]):
+            raise ValueError(
+                f"biases must have shape [{shape[0]}] like embeddings' rows, got {biases.shape}")
+        super().__init__(int(shape[0]), name=name)
+        self.leaf_size = base.check_count("leaf_size", leaf_size)
+        self.feature_map = features_lib.get(
+            feature_map if feature_map is not None else features_lib.PositiveRandom(128))
+        self.embeddings = embeddings
+        self.biases = biases
+        self.dim = int(shape[1])
+        self.row_dim = self.dim + (biases is not None)
+        self._attrs = dict(self.feature_map.op_attrs(), leaf_size=self.leaf_size)
+        self._library = _ops.load_ops()
+        with self.name_scope:
+            self.omega = tf.Variable(self.feature_map.projections(self.row_dim),
+                                     trainable=False, name="omega")
+            self.rows = tf.Variable(self._current_rows(), trainable=False, name="rows")
+            self.nodes = tf.Variable(self._build(), trainable=False, name="nodes")
+
+    @property
+    def num_leaves(self):
+        return -(-self.num_classes // self.leaf_size)
+
+    @property
+    def num_features(self):
+        return self.feature_map.num_features(self.row_dim)
+
+    def memory_bytes(self):
+        """Bytes of state: {"nodes": tree node sums, "rows": refresh snapshot}."""
+        return {"nodes": 2 * self.num_leaves * self.num_features * 8,
+                "rows": self.num_classes * self.row_dim * 4}
+
+    def _current_rows(self):
+        rows = tf.convert_to_tensor(self.embeddings, tf.float32)
+        if self.biases is None:
+            return rows
+        return tf.concat([rows, tf.convert_to_tensor(self.biases, tf.float32)[:, None]], 1)
+
+    def _gather_current_rows(self, ids):
+        rows = tf.gather(self.embeddings, ids)
+        if self.biases is None:
+            return tf.cast(rows, tf.float32)
+        return tf.concat([tf.cast(rows, tf.float32),
+                          tf.cast(tf.gather(self.biases, ids), tf.float32)[:, None]], 1)
+
+    def _build(self):
+        return self._library.tf_sampled_kernel_tree_build(
+            rows=self.rows, omega=self.omega, **self._attrs)
+
+    def _table_args(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
+        if inputs.shape.rank != 2 or inputs.shape[1] != self.dim:
+            raise ValueError(
+                f"inputs must have shape [batch, {self.dim}] to match embeddings "
+                f"[{self.num_classes}, {self.dim}], got {inputs.shape}")
+        biases = (tf.zeros([0], tf.float32) if self.biases is None
+                  else tf.convert_to_tensor(self.biases, tf.float32))
+        return dict(nodes=self.nodes, embeddings=tf.convert_to_tensor(self.embeddings, tf.float32),
+                    biases=biases, omega=self.omega, inputs=tf.cast(inputs, tf.float32))
+
+    def sample(self, inputs, num_sampled, true_classes=None, seed=None):
+        base.check_count("num_sampled", num_sampled)
+        args = self._table_args(inputs)
+        batch = args["inputs"].shape[0]
+        if true_classes is None:
+            true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
+        true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
+        seed1, seed2 = base.op_seeds(seed)
+        ids, log_q, true_log_q = self._library.tf_sampled_kernel_tree_sample(
+            true_classes=true_classes, num_sampled=num_sampled, seed=seed1, seed2=seed2,
+            **args, **self._attrs)
+        return base.SampledCandidates(ids, log_q, true_log_q)
+
+    def log_prob(self, inputs, classes):
+        args = self._table_args(inputs)
+        classes = base.as_class_matrix(classes, "classes", args["inputs"].shape[0])
+        return self._library.tf_sampled_kernel_tree_log_prob(
+            classes=classes, **args, **self._attrs)
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        if inputs is None:
+            raise ValueError("KernelSampler.candidate_sampler needs `inputs` [batch, dim]")
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        args = self._table_args(inputs)
+        true_classes = base.as_class_matrix(true_classes, "true_classes", args["inputs"].shape[0])
+        if true_classes.shape[1] is not None and true_classes.shape[1] != num_true:
+            raise ValueError(
+                f"true_classes must have num_true={num_true} columns, got shape "
+                f"{true_classes.shape}")
+        seed1, seed2 = base.op_seeds(seed)
+        with tf.name_scope(name or "kernel_candidate_sampler"):
+            return self._library.tf_sampled_kernel_tree_candidate_sampler(
+                true_classes=true_classes, num_true=num_true, num_sampled=num_sampled,
+                unique=bool(unique), range_max=range_max, seed=seed1, seed2=seed2,
+                **args, **self._attrs)
+
+    def refresh(self, ids=None):
+        """Updates the tree to the current embeddings (and biases).
+
+        Args:
+          ids: None for a full rebuild (O(num_classes * F * dim)), or the class
+            ids whose rows changed (any shape, duplicates allowed): their old
+            features are replaced on every node of their paths,
+            O(len(ids) * F * (dim + log num_leaves)).
+        """
+        if ids is None:
+            self.rows.assign(self._current_rows())
+            self.nodes.assign(self._build())
+            return
+        ids = tf.convert_to_tensor(ids)
+        if not ids.dtype.is_integer:
+            raise ValueError(f"ids must be integer class ids, got dtype {ids.dtype.name}")
+        ids, _ = tf.unique(tf.reshape(tf.cast(ids, tf.int64), [-1]))
+        new_rows = self._gather_current_rows(tf.clip_by_value(ids, 0, self.num_classes - 1))
+        old_rows = tf.gather(self.rows, tf.clip_by_value(ids, 0, self.num_classes - 1))
+        # The op validates the ids (clipping above only keeps the gathers from
+        # failing first with a less precise message).
+        node_ids, deltas = self._library.tf_sampled_kernel_tree_update(
+            ids=ids, old_rows=old_rows, new_rows=new_rows, omega=self.omega,
+            num_classes=tf.constant(self.num_classes, tf.int64), **self._attrs)
+        self.nodes.scatter_add(tf.IndexedSlices(deltas, node_ids))
+        self.rows.scatter_update(tf.IndexedSlices(new_rows, ids))
