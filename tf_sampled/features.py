@@ -201,7 +201,8 @@ class PositiveRandom(FeatureMap):
             return rng.standard_normal((self.num_random, dim)).astype(np.float32)
         blocks = []
         for _ in range(-(-self.num_random // dim)):
-            q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+            q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+            q *= np.sign(np.diag(r))  # makes q Haar-distributed
             # Rows of an orthogonal matrix have unit norm; Gaussian rows have
             # chi-distributed norms, which keeps each row's marginal N(0, I).
             norms = np.linalg.norm(rng.standard_normal((dim, dim)), axis=1)

@@ -1,0 +1,206 @@
+"""TensorFlow's input-free samplers behind the package's sampler protocol.
+
+Per-example `sample` draws iid ids of shape [batch, S] from the same
+distribution TensorFlow's op uses and returns its exact log q;
+`candidate_sampler` returns TensorFlow's triple (from TensorFlow's own op where
+its state allows it), so each can be swapped for a `KernelSampler`.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_sampled.samplers import base
+
+
+class _InputFreeSampler(base.Sampler):
+    """A proposal q(class) that ignores the inputs."""
+
+    def _draw(self, shape, seed):
+        """iid class ids of `shape` (a [2] tensor), int64."""
+        raise NotImplementedError
+
+    def _log_q(self, ids):
+        """log q of int64 ids, float32, same shape."""
+        raise NotImplementedError
+
+    def _batch_size(self, inputs, true_classes):
+        if inputs is not None:
+            return tf.shape(inputs)[0]
+        if true_classes is not None:
+            return tf.shape(true_classes)[0]
+        raise ValueError("sample needs inputs or true_classes to know the batch size")
+
+    def sample(self, inputs, num_sampled, true_classes=None, seed=None):
+        base.check_count("num_sampled", num_sampled)
+        if true_classes is not None:
+            true_classes = base.as_class_matrix(true_classes, "true_classes")
+        batch = self._batch_size(inputs, true_classes)
+        if true_classes is None:
+            true_classes = tf.zeros([batch, 0], tf.int64)
+        ids = self._draw(tf.stack([batch, num_sampled]), seed)
+        return base.SampledCandidates(ids, self._log_q(ids), self._log_q(true_classes))
+
+    def log_prob(self, inputs, classes):
+        return self._log_q(base.as_class_matrix(classes, "classes"))
+
+
+class Uniform(_InputFreeSampler):
+    """q(i) = 1 / num_classes (`tf.random.uniform_candidate_sampler`)."""
+
+    def _draw(self, shape, seed):
+        return tf.random.uniform(shape, 0, self.num_classes, tf.int64, seed=seed)
+
+    def _log_q(self, ids):
+        return tf.fill(tf.shape(ids), tf.constant(-math.log(self.num_classes), tf.float32))
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        return tf.random.uniform_candidate_sampler(
+            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
+            seed=seed, name=name)
+
+
+class LogUniform(_InputFreeSampler):
+    """Zipfian q(i) = log((i + 2) / (i + 1)) / log(num_classes + 1).
+
+    TensorFlow's `log_uniform_candidate_sampler`; suits ids sorted by
+    decreasing frequency.
+    """
+
+    def _draw(self, shape, seed):
+        u = tf.random.uniform(shape, dtype=tf.float64, seed=seed)
+        ids = tf.cast(tf.floor(tf.exp(u * math.log(self.num_classes + 1.0))), tf.int64) - 1
+        return tf.clip_by_value(ids, 0, self.num_classes - 1)
+
+    def _log_q(self, ids):
+        k = tf.cast(ids, tf.float64)
+        log_q = tf.math.log1p(1.0 / (k + 1.0)) / math.log(self.num_classes + 1.0)
+        return tf.cast(tf.math.log(log_q), tf.float32)
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        return tf.random.log_uniform_candidate_sampler(
+            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
+            seed=seed, name=name)
+
+
+def _categorical_draw(log_probs, shape, seed):
+    flat = tf.random.categorical(log_probs[None, :], tf.reduce_prod(shape), dtype=tf.int64,
+                                 seed=seed)
+    return tf.reshape(flat, shape)
+
+
+class Unigram(_InputFreeSampler):
+    """q(i) proportional to counts[i] ** distortion (`fixed_unigram_candidate_sampler`).
+
+    Args:
+      counts: [num_classes] non-negative class frequencies (a list or array).
+      distortion: exponent applied to the counts (0.75 is word2vec's choice).
+    """
+
+    def __init__(self, counts, distortion=1.0, name=None):
+        counts = np.asarray(counts, np.float64)
+        if counts.ndim != 1 or counts.size < 1:
+            raise ValueError(f"counts must be a non-empty vector, got shape {counts.shape}")
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0) or counts.sum() <= 0:
+            raise ValueError("counts must be finite, non-negative and not all zero")
+        if not math.isfinite(distortion):
+            raise ValueError(f"distortion must be finite, got {distortion!r}")
+        super().__init__(int(counts.size), name=name)
+        self.counts = counts
+        self.distortion = float(distortion)
+        weights = counts ** self.distortion
+        with np.errstate(divide="ignore"):
+            self._log_probs = tf.constant(np.log(weights / weights.sum()), tf.float32)
+
+    def _draw(self, shape, seed):
+        return _categorical_draw(self._log_probs, shape, seed)
+
+    def _log_q(self, ids):
+        return tf.gather(self._log_probs, ids)
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        return tf.random.fixed_unigram_candidate_sampler(
+            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
+            distortion=self.distortion, unigrams=self.counts.tolist(), seed=seed, name=name)
+
+
+def _draw_until_distinct(log_probs, num_sampled, seed):
+    """TensorFlow's unique sampling from a [C] log-distribution.
+
+    Extends one iid sequence until it holds num_sampled distinct ids; returns
+    them in order of first appearance and num_tries, the draws up to the last.
+    """
+    def needs_more(draws):
+        return tf.size(tf.unique(draws)[0]) < num_sampled
+
+    def extend(draws):
+        return tf.concat([draws, _categorical_draw(log_probs, tf.shape(draws), seed)], 0)
+
+    draws = _categorical_draw(log_probs, [2 * num_sampled + 8], seed)
+    draws = tf.while_loop(needs_more, extend, [draws],
+                          shape_invariants=[tf.TensorShape([None])])[0]
+    distinct, position = tf.unique(draws)
+    num_tries = tf.argmax(tf.cast(tf.equal(position, num_sampled - 1), tf.int32),
+                          output_type=tf.int32) + 1
+    return distinct[:num_sampled], num_tries
+
+
+class LearnedUnigram(_InputFreeSampler):
+    """Unigram over the true classes seen so far (`learned_unigram_candidate_sampler`).
+
+    Counts start at one per class, as in TensorFlow, and live in a variable (so
+    they checkpoint, unlike TensorFlow's op state). Each call samples with the
+    current counts, then adds the given true classes to them.
+    """
+
+    def __init__(self, num_classes, name=None):
+        super().__init__(num_classes, name=name)
+        with self.name_scope:
+            self.counts = tf.Variable(tf.ones([num_classes], tf.float64), trainable=False,
+                                      name="counts")
+
+    def _log_probs(self):
+        return tf.cast(tf.math.log(self.counts / tf.reduce_sum(self.counts)), tf.float32)
+
+    def _draw(self, shape, seed):
+        return _categorical_draw(self._log_probs(), shape, seed)
+
+    def _log_q(self, ids):
+        return tf.gather(self._log_probs(), ids)
+
+    def _learn(self, true_classes):
+        ones = tf.ones(tf.shape(tf.reshape(true_classes, [-1])), tf.float64)
+        self.counts.scatter_add(tf.IndexedSlices(ones, tf.reshape(true_classes, [-1])))
+
+    def sample(self, inputs, num_sampled, true_classes=None, seed=None):
+        candidates = super().sample(inputs, num_sampled, true_classes, seed)
+        if true_classes is not None:
+            with tf.control_dependencies(list(candidates)):
+                self._learn(base.as_class_matrix(true_classes, "true_classes"))
+        return candidates
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        true_classes = tf.cast(true_classes, tf.int64)
+        with tf.name_scope(name or "learned_unigram_candidate_sampler"):
+            log_probs = self._log_probs()
+            if unique:
+                sampled, num_tries = _draw_until_distinct(log_probs, num_sampled, seed)
+            else:
+                sampled = _categorical_draw(log_probs, [num_sampled], seed)
+                num_tries = tf.constant(num_sampled)
+            result = (sampled,
+                      base.expected_counts(tf.gather(log_probs, true_classes), num_sampled,
+                                           num_tries),
+                      base.expected_counts(tf.gather(log_probs, sampled), num_sampled,
+                                           num_tries))
+            with tf.control_dependencies(list(result)):
+                self._learn(true_classes)
+            return result
