@@ -20,7 +20,8 @@ def kernel_log_prob(sampler, inputs, classes=None, query_features=None, query_ro
     fmap = sampler.feature_map
     num_classes, leaf_size = sampler.num_classes, sampler.leaf_size
     num_leaves = sampler.num_leaves
-    phi_rows = fmap.reference_features(rows, omega).numpy()
+    has_bias = sampler.biases is not None
+    phi_rows = fmap.reference_features(rows, omega, has_bias).numpy()
     nodes = np.zeros([2 * num_leaves, phi_rows.shape[1]])
     for leaf in range(num_leaves):
         nodes[num_leaves + leaf] = phi_rows[leaf * leaf_size:(leaf + 1) * leaf_size].sum(0)
@@ -35,18 +36,21 @@ def kernel_log_prob(sampler, inputs, classes=None, query_features=None, query_ro
             [current, np.asarray(tf.convert_to_tensor(sampler.biases), np.float64)[:, None]], 1)
     else:
         x = h
-    phi_x = fmap.reference_features(x, omega).numpy() if query_features is None else query_features
-    if query_rows is not None:
-        x = query_rows
-    log_kernel = fmap.reference_log_kernel(x, current).numpy()  # [B, C]
-    out = np.zeros([x.shape[0], num_classes])
+    log_kernel = fmap.reference_log_kernel(query_rows if query_rows is not None else x,
+                                           current).numpy()  # [B, C]
+    if query_features is not None:  # a mixture of kernel-map queries
+        masses = query_features @ nodes.T
+        log_mass = np.where(masses > 0, np.log(np.where(masses > 0, masses, 1.0)), -np.inf)
+    else:
+        log_mass = fmap.reference_node_log_mass(
+            query_rows if query_rows is not None else x, nodes, omega, has_bias).numpy()
+    out = np.zeros([log_kernel.shape[0], num_classes])
     eps = 1e-6
-    for b in range(x.shape[0]):
-        masses = nodes @ phi_x[b]
+    for b in range(log_kernel.shape[0]):
         log_leaf = np.zeros(2 * num_leaves)
         for node in range(1, num_leaves):
-            a, c = max(masses[2 * node], 0.0), max(masses[2 * node + 1], 0.0)
-            p = a / (a + c) if (a + c) > 0 and np.isfinite(a + c) else 0.5
+            log_a, log_c = log_mass[b, 2 * node], log_mass[b, 2 * node + 1]
+            p = 0.5 if log_a == log_c == -np.inf else 1.0 / (1.0 + np.exp(log_c - log_a))
             p = min(max(p, eps), 1 - eps)
             log_leaf[2 * node] = log_leaf[node] + np.log(p)
             log_leaf[2 * node + 1] = log_leaf[node] + np.log1p(-p)

@@ -27,7 +27,7 @@ def assert_nodes_close(actual, expected):
 
 def test_refresh_ids_equals_full_rebuild():
     for fmap in (tfs.features.PositiveRandom(32, seed=1), tfs.features.RandomFourier(16, seed=2),
-                 tfs.features.Quadratic(alpha=5.0)):
+                 tfs.features.Quadratic(alpha=5.0), tfs.features.GaussianMoments()):
         sampler = make(fmap)
         rng = np.random.RandomState(3)
         ids = np.array([0, 5, 5, 699, 350, 351, 12])  # duplicates on purpose

@@ -21,6 +21,7 @@ MAPS = {
     "quadratic": lambda: tfs.features.Quadratic(alpha=2.0),
     "fourier": lambda: tfs.features.RandomFourier(num_features=64, temperature=2.0, seed=3),
     "positive": lambda: tfs.features.PositiveRandom(num_features=64, seed=4),
+    "moments": lambda: tfs.features.GaussianMoments(temperature=0.7),
 }
 
 
@@ -94,9 +95,10 @@ def mixture_query(sampler, h):
     x = np.concatenate([h, np.ones([len(h), 1])], 1) if sampler.biases is not None else h
     x = x.astype(np.float64)
     omega = sampler.omega.numpy()
-    phi = fmap.reference_features(x, omega).numpy()
+    has_bias = sampler.biases is not None
+    phi = fmap.reference_features(x, omega, has_bias, query=True).numpy()
     rows = sampler.rows.numpy().astype(np.float64)
-    root = fmap.reference_features(rows, omega).numpy().sum(0)
+    root = fmap.reference_features(rows, omega, has_bias).numpy().sum(0)
     mass = phi @ root
     if np.any(mass > 0):
         weights = np.where(mass > 0, 1.0 / np.where(mass > 0, mass, 1.0), 0.0)
@@ -107,6 +109,10 @@ def mixture_query(sampler, h):
 
 
 def shared_reference(sampler, h):
+    if isinstance(sampler.feature_map, tfs.features.GaussianMoments):
+        # No mixture identity: the shared query is the mean input.
+        x_bar = np.concatenate([h, np.ones([len(h), 1])], 1) if sampler.biases is not None else h
+        return np.exp(kernel_log_prob(sampler, h[:1], query_rows=x_bar.mean(0, keepdims=True)))[0]
     phi_bar, x_bar = mixture_query(sampler, h)
     return np.exp(kernel_log_prob(sampler, h[:1], query_features=phi_bar, query_rows=x_bar))[0]
 

@@ -8,7 +8,9 @@ here are plain-TensorFlow implementations of the same maps, used as test
 oracles.
 
 All maps act on augmented vectors: x = [h, 1] and y = [w, b] when the sampler
-has biases (so x . y is the logit), else x = h and y = w.
+has biases (so x . y is the logit), else x = h and y = w. Maps of exp(tau x.y)
+(`PositiveRandom`, `GaussianMoments`) take the bias out exactly instead: a
+class enters the tree as exp(tau b) phi(w), and the map sees h and w only.
 """
 import math
 
@@ -22,6 +24,26 @@ class FeatureMap:
 
     #: Name of the map in the ops' `feature_map` attribute.
     op_name = None
+    #: Whether a bias column enters as the class weight exp(tau b).
+    weights_by_bias = False
+
+    def feature_dim(self, dim, has_bias):
+        """Width of the vectors the map sees, for augmented rows of width dim."""
+        return dim - 1 if (has_bias and self.weights_by_bias) else dim
+
+    def reference_features(self, v, omega, has_bias=False, query=False):
+        """phi in float64 of augmented rows v [n, dim] (or queries): [n, F].
+
+        Class rows are exactly scaled; a bias column is a weight for maps that
+        weight by it. Queries drop that column (it holds the constant 1).
+        """
+        v = tf.convert_to_tensor(v, tf.float64)
+        if not (has_bias and self.weights_by_bias):
+            return self._features(v, omega)
+        if query:
+            return self._features(v[:, :-1], omega)
+        return self._features(v[:, :-1], omega) * tf.exp(
+            self.temperature * v[:, -1:])
 
     def num_features(self, dim):
         """Number of features F for augmented inputs of width `dim`."""
@@ -35,13 +57,24 @@ class FeatureMap:
         """The ops' feature attributes for this map."""
         return {"feature_map": self.op_name, "alpha": 1.0, "temperature": 1.0}
 
-    def reference_features(self, x, omega):
-        """phi(x) in float64, exactly scaled. x: [n, dim]; returns [n, F]."""
+    def _features(self, x, omega):
+        """phi(x) in float64, exactly scaled. x: [n, feature_dim]; returns [n, F]."""
         raise NotImplementedError
 
     def reference_log_kernel(self, x, y):
         """log of the exact kernel, [n, dim] x [m, dim] -> [n, m], float64."""
         raise NotImplementedError
+
+    def reference_node_log_mass(self, x, node_sums, omega, has_bias=False):
+        """log of the tree's node masses for augmented queries x [n, dim]: [n, nodes].
+
+        node_sums: [nodes, F] sums of `reference_features` over each node's
+        classes. Masses that are not positive give -inf (the op clamps them).
+        """
+        masses = tf.matmul(self.reference_features(x, omega, has_bias, query=True),
+                           tf.cast(node_sums, tf.float64), transpose_b=True)
+        return tf.where(masses > 0, tf.math.log(tf.where(masses > 0, masses, 1.0)),
+                        tf.constant(-np.inf, tf.float64))
 
     def get_config(self):
         raise NotImplementedError
@@ -98,8 +131,7 @@ class Quadratic(FeatureMap):
     def op_attrs(self):
         return {"feature_map": self.op_name, "alpha": self.alpha, "temperature": 1.0}
 
-    def reference_features(self, x, omega=None):
-        x = tf.convert_to_tensor(x, tf.float64)
+    def _features(self, x, omega=None):
         dim = x.shape[-1]
         rows, cols = np.triu_indices(dim)
         scale = np.where(rows == cols, 1.0, math.sqrt(2.0)) * math.sqrt(self.alpha)
@@ -146,8 +178,7 @@ class RandomFourier(FeatureMap):
     def op_attrs(self):
         return {"feature_map": self.op_name, "alpha": 1.0, "temperature": self.temperature}
 
-    def reference_features(self, x, omega):
-        x = tf.convert_to_tensor(x, tf.float64)
+    def _features(self, x, omega):
         norms = tf.norm(x, axis=1, keepdims=True)
         unit = x / tf.where(norms > 0, norms, tf.ones_like(norms))
         angles = math.sqrt(self.temperature) * tf.matmul(
@@ -185,6 +216,7 @@ class PositiveRandom(FeatureMap):
     """
 
     op_name = "positive_random"
+    weights_by_bias = True
 
     def __init__(self, num_features=128, temperature=1.0, orthogonal=True, seed=None):
         self.num_random = _count("num_features", num_features)
@@ -212,8 +244,7 @@ class PositiveRandom(FeatureMap):
     def op_attrs(self):
         return {"feature_map": self.op_name, "alpha": 1.0, "temperature": self.temperature}
 
-    def reference_features(self, x, omega):
-        x = tf.convert_to_tensor(x, tf.float64)
+    def _features(self, x, omega):
         logs = (math.sqrt(self.temperature) * tf.matmul(x, tf.cast(omega, tf.float64),
                                                         transpose_b=True)
                 - 0.5 * self.temperature * tf.reduce_sum(x * x, 1, keepdims=True)
@@ -229,19 +260,75 @@ class PositiveRandom(FeatureMap):
                 "orthogonal": self.orthogonal, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class GaussianMoments(FeatureMap):
+    """Node summaries by the first two moments of the class rows (log-normal estimate).
+
+    A node stores [n, sum w, sum w*w] and scores a query by
+    log n + tau h.mu + tau^2/2 sum_k h_k^2 var_k, the exact log of
+    sum_i exp(tau h.w_i) if the node's rows were Gaussian with diagonal
+    covariance. With biases the sums are weighted by exp(tau b_i) (n becomes
+    sum_i exp(tau b_i)), so the bias is exact. It is not a kernel factorisation, so it has no unbiasedness
+    guarantee, but it stays additive in the rows (incremental updates work
+    the same way), costs about 4 * dim per node, and does not degrade with
+    large |x| and |y| as random features do (whose variance grows like
+    exp(|x + y|^2)). Inside a leaf the sampler uses exp(tau x.y) exactly.
+
+    Args:
+      temperature: tau (1.0 targets the model's softmax).
+    """
+
+    op_name = "gaussian_moments"
+    weights_by_bias = True
+
+    def __init__(self, temperature=1.0):
+        self.temperature = _positive("temperature", temperature)
+
+    def num_features(self, dim):
+        return 2 * dim + 1
+
+    def op_attrs(self):
+        return {"feature_map": self.op_name, "alpha": 1.0, "temperature": self.temperature}
+
+    def _features(self, x, omega=None):
+        return tf.concat([tf.ones_like(x[:, :1]), x, x * x], 1)
+
+    def reference_node_log_mass(self, x, node_sums, omega=None, has_bias=False):
+        x = tf.convert_to_tensor(x, tf.float64)
+        if has_bias:
+            x = x[:, :-1]
+        sums = tf.cast(node_sums, tf.float64)
+        dim = x.shape[1]
+        count = sums[:, 0]
+        safe = tf.where(count > 0, count, 1.0)[:, None]
+        mean = sums[:, 1:dim + 1] / safe
+        var = tf.maximum(sums[:, dim + 1:] / safe - mean * mean, 0.0)
+        a = self.temperature * x
+        score = (tf.math.log(safe[:, 0])[None, :] + tf.matmul(a, mean, transpose_b=True)
+                 + tf.matmul(0.5 * a * a, var, transpose_b=True))
+        return tf.where((count > 0)[None, :], score, tf.constant(-np.inf, tf.float64))
+
+    def reference_log_kernel(self, x, y):
+        return self.temperature * tf.matmul(
+            tf.cast(x, tf.float64), tf.cast(y, tf.float64), transpose_b=True)
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+
+_BY_NAME = {"quadratic": Quadratic, "random_fourier": RandomFourier,
+            "positive_random": PositiveRandom, "gaussian_moments": GaussianMoments}
+
+
 def get(identifier):
     """A feature map from an instance, a name or a config dict."""
     if isinstance(identifier, FeatureMap):
         return identifier
-    names = {"quadratic": Quadratic, "random_fourier": RandomFourier,
-             "positive_random": PositiveRandom}
-    if isinstance(identifier, str) and identifier in names:
-        return names[identifier]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in (
-            "Quadratic", "RandomFourier", "PositiveRandom"):
-        cls = {"Quadratic": Quadratic, "RandomFourier": RandomFourier,
-               "PositiveRandom": PositiveRandom}[identifier["class_name"]]
-        return cls.from_config(identifier.get("config", {}))
+    if isinstance(identifier, str) and identifier in _BY_NAME:
+        return _BY_NAME[identifier]()
+    by_class = {cls.__name__: cls for cls in _BY_NAME.values()}
+    if isinstance(identifier, dict) and identifier.get("class_name") in by_class:
+        return by_class[identifier["class_name"]].from_config(identifier.get("config", {}))
     raise ValueError(
         f"Unknown feature map {identifier!r}; expected a FeatureMap, one of "
-        f"{sorted(names)}, or a config dict")
+        f"{sorted(_BY_NAME)}, or a config dict")

@@ -14,26 +14,45 @@ bool ParseFeatureKind(const std::string& name, FeatureKind* kind) {
     *kind = FeatureKind::kRandomFourier;
   } else if (name == "positive_random") {
     *kind = FeatureKind::kPositiveRandom;
+  } else if (name == "gaussian_moments") {
+    *kind = FeatureKind::kGaussianMoments;
   } else {
     return false;
   }
   return true;
 }
 
-int64_t NumFeaturesFor(FeatureKind kind, int64_t dim, int64_t num_omega) {
+bool WeightsByBias(FeatureKind kind) {
+  return kind == FeatureKind::kPositiveRandom ||
+         kind == FeatureKind::kGaussianMoments;
+}
+
+int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim,
+                       int64_t num_omega) {
   switch (kind) {
     case FeatureKind::kQuadratic:
-      return dim * (dim + 1) / 2 + 1;
+      return feature_dim * (feature_dim + 1) / 2 + 1;
     case FeatureKind::kRandomFourier:
       return 2 * num_omega;
     case FeatureKind::kPositiveRandom:
       return num_omega;
+    case FeatureKind::kGaussianMoments:
+      return 2 * feature_dim + 1;
   }
   return 0;
 }
 
 int64_t FeatureMapSpec::NumFeatures() const {
-  return NumFeaturesFor(kind, dim, num_omega);
+  return NumFeaturesFor(kind, FeatureDim(), num_omega);
+}
+
+int64_t QuerySize(const FeatureMapSpec& spec) {
+  return spec.kind == FeatureKind::kGaussianMoments ? 2 * spec.FeatureDim()
+                                                    : spec.NumFeatures();
+}
+
+bool IsLinearInQuery(const FeatureMapSpec& spec) {
+  return spec.kind != FeatureKind::kGaussianMoments;
 }
 
 namespace {
@@ -44,16 +63,22 @@ double SquaredNorm(const float* v, int64_t n) {
   return s;
 }
 
+// log of a class's weight: tau * b when the bias is a weight, else 0.
+double LogClassWeight(const FeatureMapSpec& spec, const float* y) {
+  return spec.bias_is_weight ? spec.temperature * y[spec.FeatureDim()] : 0.0;
+}
+
 // Packed upper triangle of sqrt(alpha) v v^T (off-diagonal terms carry sqrt(2)
 // so that the packed dot product equals the full one), then the constant 1.
 void QuadraticFeatures(const FeatureMapSpec& spec, const float* v,
                        double* out) {
   const double scale = std::sqrt(spec.alpha);
   const double off = scale * std::sqrt(2.0);
+  const int64_t n = spec.FeatureDim();
   int64_t k = 0;
-  for (int64_t i = 0; i < spec.dim; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     out[k++] = scale * double(v[i]) * v[i];
-    for (int64_t j = i + 1; j < spec.dim; ++j) out[k++] = off * double(v[i]) * v[j];
+    for (int64_t j = i + 1; j < n; ++j) out[k++] = off * double(v[i]) * v[j];
   }
   out[k] = 1.0;
 }
@@ -61,13 +86,12 @@ void QuadraticFeatures(const FeatureMapSpec& spec, const float* v,
 // D^{-1/2} [cos(sqrt(nu) w.v/|v|), sin(...)] on the unit sphere, so that
 // E[phi(x).phi(y)] = exp(-nu |x^ - y^|^2 / 2) = exp(nu (cos(x, y) - 1)).
 void FourierFeatures(const FeatureMapSpec& spec, const float* v, double* out) {
-  const double norm = std::sqrt(SquaredNorm(v, spec.dim));
-  const double scale =
-      std::sqrt(spec.temperature) / (norm > 0 ? norm : 1.0);
+  const int64_t n = spec.FeatureDim();
+  const double norm = std::sqrt(SquaredNorm(v, n));
+  const double scale = std::sqrt(spec.temperature) / (norm > 0 ? norm : 1.0);
   const double amp = 1.0 / std::sqrt(double(spec.num_omega));
   for (int64_t j = 0; j < spec.num_omega; ++j) {
-    const double a =
-        scale * DotFloat(spec.omega + j * spec.dim, v, spec.dim);
+    const double a = scale * DotFloat(spec.omega + j * n, v, n);
     out[j] = amp * std::cos(a);
     out[spec.num_omega + j] = amp * std::sin(a);
   }
@@ -76,12 +100,12 @@ void FourierFeatures(const FeatureMapSpec& spec, const float* v, double* out) {
 // log phi+_j(v) = sqrt(tau) w_j.v - tau |v|^2 / 2 - log(m) / 2.
 void PositiveLogFeatures(const FeatureMapSpec& spec, const float* v,
                          double* log_out) {
+  const int64_t n = spec.FeatureDim();
   const double root_tau = std::sqrt(spec.temperature);
-  const double shift = 0.5 * spec.temperature * SquaredNorm(v, spec.dim) +
+  const double shift = 0.5 * spec.temperature * SquaredNorm(v, n) +
                        0.5 * std::log(double(spec.num_omega));
   for (int64_t j = 0; j < spec.num_omega; ++j) {
-    log_out[j] =
-        root_tau * DotFloat(spec.omega + j * spec.dim, v, spec.dim) - shift;
+    log_out[j] = root_tau * DotFloat(spec.omega + j * n, v, n) - shift;
   }
 }
 
@@ -92,6 +116,7 @@ bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out) {
     if (!std::isfinite(y[i])) return false;
   }
   const int64_t num_features = spec.NumFeatures();
+  const double log_weight = LogClassWeight(spec, y);
   switch (spec.kind) {
     case FeatureKind::kQuadratic:
       QuadraticFeatures(spec, y, out);
@@ -101,8 +126,20 @@ bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out) {
       break;
     case FeatureKind::kPositiveRandom:
       PositiveLogFeatures(spec, y, out);
-      for (int64_t j = 0; j < num_features; ++j) out[j] = std::exp(out[j]);
+      for (int64_t j = 0; j < num_features; ++j) {
+        out[j] = std::exp(out[j] + log_weight);
+      }
       break;
+    case FeatureKind::kGaussianMoments: {
+      const double weight = std::exp(log_weight);
+      const int64_t n = spec.FeatureDim();
+      out[0] = weight;
+      for (int64_t k = 0; k < n; ++k) {
+        out[1 + k] = weight * y[k];
+        out[1 + n + k] = weight * double(y[k]) * y[k];
+      }
+      break;
+    }
   }
   for (int64_t j = 0; j < num_features; ++j) {
     if (!std::isfinite(out[j])) return false;
@@ -130,7 +167,34 @@ void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
       }
       return;
     }
+    case FeatureKind::kGaussianMoments: {
+      const int64_t n = spec.FeatureDim();
+      for (int64_t k = 0; k < n; ++k) {
+        const double a = spec.temperature * x[k];
+        out[k] = a;
+        out[n + k] = 0.5 * a * a;
+      }
+      return;
+    }
   }
+}
+
+double NodeLogMass(const FeatureMapSpec& spec, const double* query,
+                   const double* node_sum) {
+  if (spec.kind != FeatureKind::kGaussianMoments) {
+    const double mass = DotDouble(query, node_sum, spec.NumFeatures());
+    return mass > 0 ? std::log(mass) : -INFINITY;  // NaN -> -inf as well
+  }
+  const double total = node_sum[0];  // sum of class weights (or the count)
+  if (!(total > 0)) return -INFINITY;
+  const int64_t n = spec.FeatureDim();
+  double score = std::log(total);
+  for (int64_t k = 0; k < n; ++k) {
+    const double mean = node_sum[1 + k] / total;
+    const double var = std::max(node_sum[1 + n + k] / total - mean * mean, 0.0);
+    score += query[k] * mean + query[n + k] * var;
+  }
+  return std::isnan(score) ? -INFINITY : score;
 }
 
 double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
@@ -144,6 +208,7 @@ double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
       return spec.temperature * (cosine - 1.0);
     }
     case FeatureKind::kPositiveRandom:
+    case FeatureKind::kGaussianMoments:
       return spec.temperature * dot;
   }
   return 0.0;

@@ -5,6 +5,11 @@
 // y = w without them. The kernel K(x, y) = phi(x).phi(y) approximates (or, for
 // the quadratic map, equals) the map's exact kernel, which the tree evaluates
 // exactly inside a leaf.
+//
+// Maps of exp(tau x.y) (positive random, Gaussian moments) take the bias out
+// of the features: exp(tau (h.w + b)) = exp(tau b) exp(tau h.w), so a class
+// enters its node sums as exp(tau b) * phi(w), exactly. Random features of
+// [w, b] would pay variance exp(|x + y|^2) for the same information.
 #ifndef TF_SAMPLED_CORE_FEATURE_MAP_H_
 #define TF_SAMPLED_CORE_FEATURE_MAP_H_
 
@@ -17,36 +22,59 @@ enum class FeatureKind : int {
   kQuadratic = 0,       // K = alpha (x.y)^2 + 1, exact features (Blanc & Rendle).
   kRandomFourier = 1,   // K ~ exp(nu (cos(x, y) - 1)), random Fourier features.
   kPositiveRandom = 2,  // K ~ exp(tau x.y), positive random features (FAVOR+).
+  // Node summary [n, sum y, sum y*y] and the log-normal estimate
+  // sum_i exp(tau x.y_i) ~ n exp(tau x.mu + tau^2/2 sum_k x_k^2 var_k): not a
+  // kernel factorisation, but additive in the rows like one, and far lower
+  // variance than random features when |x| and |y| are large.
+  kGaussianMoments = 3,
 };
 
-// Parses "quadratic" / "random_fourier" / "positive_random".
+// Parses "quadratic" / "random_fourier" / "positive_random" /
+// "gaussian_moments".
 bool ParseFeatureKind(const std::string& name, FeatureKind* kind);
 
 struct FeatureMapSpec {
   FeatureKind kind = FeatureKind::kPositiveRandom;
-  int64_t dim = 0;             // augmented input dimension
+  int64_t dim = 0;             // augmented row width
+  bool bias_is_weight = false;  // last row column is a bias used as a weight
   const float* omega = nullptr;  // [num_omega, dim] standard-normal projections
   int64_t num_omega = 0;
   double alpha = 1.0;          // quadratic scale
   double temperature = 1.0;    // nu (random Fourier) or tau (positive random)
 
+  // Width of the vectors the map itself sees (omega has this many columns).
+  int64_t FeatureDim() const { return dim - (bias_is_weight ? 1 : 0); }
   // Number of features F that phi produces.
   int64_t NumFeatures() const;
 };
 
-// Feature size for a spec that is not built yet (used for validation).
-int64_t NumFeaturesFor(FeatureKind kind, int64_t dim, int64_t num_omega);
+// Whether a map of this kind weights classes by exp(tau b) (see above).
+bool WeightsByBias(FeatureKind kind);
+
+// Feature size F for vectors of width feature_dim.
+int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim, int64_t num_omega);
 
 // phi(y) for a class row, exactly scaled so that sums over classes are
 // meaningful. Writes NumFeatures() doubles. Returns false if y or the result
 // is not finite.
 bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out);
 
-// phi(x) for a query, up to a positive per-query factor (which cancels in
-// every ratio the tree takes). Writes NumFeatures() doubles.
+// The query's side of the node score: phi(x) for the kernel maps, up to a
+// positive per-query factor (which cancels in every ratio the tree takes);
+// [tau x, tau^2 x^2 / 2] for Gaussian moments. Writes QuerySize() doubles.
 // `scratch` must hold num_omega doubles.
 void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
                    double* scratch);
+int64_t QuerySize(const FeatureMapSpec& spec);
+
+// Whether node scores are linear in the query features (so a batch mixture
+// of queries is one query: true for the kernel maps).
+bool IsLinearInQuery(const FeatureMapSpec& spec);
+
+// log of a node's mass for the query (log phi(x).z for the kernel maps, -inf
+// where that is not positive; the log-normal estimate for moments). Never NaN.
+double NodeLogMass(const FeatureMapSpec& spec, const double* query,
+                   const double* node_sum);
 
 // log of the map's exact kernel, from x.y and the squared norms |x|^2, |y|^2.
 double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,

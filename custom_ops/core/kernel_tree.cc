@@ -74,7 +74,7 @@ KernelTree::KernelTree(const FeatureMapSpec& spec, const TreeShape& shape,
       need_row_norms_(spec.kind == FeatureKind::kRandomFourier) {}
 
 void KernelTree::InitState(QueryState* state) const {
-  state->phi.assign(num_features_, 0.0);
+  state->phi.assign(QuerySize(spec_), 0.0);
   state->scratch.assign(std::max<int64_t>(spec_.num_omega, 1), 0.0);
   state->x.assign(spec_.dim, 0.0f);
   state->leaf_log_kernel.assign(shape_.leaf_size, 0.0);
@@ -92,12 +92,21 @@ void KernelTree::SetQuery(const float* h, QueryState* state) const {
 
 void KernelTree::SetMixtureQuery(const float* h, int64_t batch,
                                  QueryState* state) const {
-  if (batch == 0) {
-    const std::vector<float> zeros(table_.d, 0.0f);
-    SetQuery(zeros.data(), state);
+  std::vector<float> mean_h(table_.d, 0.0f);
+  if (batch == 0 || !IsLinearInQuery(spec_)) {
+    // No mixture identity: the shared query is the batch's mean input.
+    std::vector<double> sum(table_.d, 0.0);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t k = 0; k < table_.d; ++k) sum[k] += h[b * table_.d + k];
+    }
+    for (int64_t k = 0; k < table_.d; ++k) {
+      mean_h[k] = batch > 0 ? static_cast<float>(sum[k] / batch) : 0.0f;
+    }
+    SetQuery(mean_h.data(), state);
     return;
   }
-  std::vector<double> mixture(num_features_, 0.0), plain(num_features_, 0.0);
+  const int64_t size = state->phi.size();
+  std::vector<double> mixture(size, 0.0), plain(size, 0.0);
   std::vector<double> mean_x(spec_.dim, 0.0);
   double total_weight = 0;
   for (int64_t b = 0; b < batch; ++b) {
@@ -106,7 +115,7 @@ void KernelTree::SetMixtureQuery(const float* h, int64_t batch,
                                   num_features_);
     const double weight = (mass > 0 && std::isfinite(mass)) ? 1.0 / mass : 0.0;
     total_weight += weight;
-    for (int64_t j = 0; j < num_features_; ++j) {
+    for (int64_t j = 0; j < size; ++j) {
       mixture[j] += weight * state->phi[j];
       plain[j] += state->phi[j];
     }
@@ -115,7 +124,7 @@ void KernelTree::SetMixtureQuery(const float* h, int64_t batch,
   // Without any positive root mass (random Fourier can give that) the
   // normalisation is undefined; fall back to the plain feature average.
   const std::vector<double>& chosen = total_weight > 0 ? mixture : plain;
-  for (int64_t j = 0; j < num_features_; ++j) state->phi[j] = chosen[j] / batch;
+  for (int64_t j = 0; j < size; ++j) state->phi[j] = chosen[j] / batch;
   state->x_sq = 0;
   for (int64_t k = 0; k < spec_.dim; ++k) {
     state->x[k] = static_cast<float>(mean_x[k] / batch);
@@ -126,13 +135,14 @@ void KernelTree::SetMixtureQuery(const float* h, int64_t batch,
 void KernelTree::BranchLogProbs(const QueryState& state, int64_t node,
                                 double* log_left, double* log_right) const {
   const double* left = nodes_ + 2 * node * num_features_;
-  const double* right = left + num_features_;
-  const double mass_left = DotDouble(state.phi.data(), left, num_features_);
-  const double mass_right = DotDouble(state.phi.data(), right, num_features_);
-  const double a = mass_left > 0 ? mass_left : 0.0;  // NaN -> 0 as well
-  const double b = mass_right > 0 ? mass_right : 0.0;
-  const double total = a + b;
-  double p = (total > 0 && std::isfinite(total)) ? a / total : 0.5;
+  const double log_a = NodeLogMass(spec_, state.phi.data(), left);
+  const double log_b = NodeLogMass(spec_, state.phi.data(), left + num_features_);
+  // p = a / (a + b); no mass on either side (or two infinities) gives 1/2.
+  double p = 0.5;
+  if (log_a > -INFINITY || log_b > -INFINITY) {
+    const double diff = log_b - log_a;
+    if (!std::isnan(diff)) p = 1.0 / (1.0 + std::exp(diff));
+  }
   p = std::min(std::max(p, kMinBranchProb), 1.0 - kMinBranchProb);
   *log_left = std::log(p);
   *log_right = std::log1p(-p);

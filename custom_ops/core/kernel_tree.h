@@ -7,7 +7,8 @@
 // layout is a full binary tree for any N, with no padding.
 //
 // A query descends from the root choosing a child with probability
-// phi(x).z(child) / (phi(x).z(left) + phi(x).z(right)), clamped into
+// m(left) / (m(left) + m(right)), m = phi(x).z(child) for the kernel maps
+// (NodeLogMass in feature_map.h gives m for every summary), clamped into
 // [kMinBranchProb, 1 - kMinBranchProb] (random Fourier masses can be negative,
 // positive masses can underflow), then draws a class inside the leaf from the
 // map's exact kernel. The returned log q is that of this clamped process,
@@ -101,10 +102,11 @@ class KernelTree {
   // Sets the query from an input row h [d].
   void SetQuery(const float* h, QueryState* state) const;
 
-  // Sets the batch-shared query for inputs h [B, d]: node masses of the
-  // mixture (1/B) sum_b phi(x_b) / (phi(x_b).z(root)), which is exactly the
-  // mixture of the per-example leaf distributions for non-negative features,
-  // and in-leaf kernels at the mean augmented input.
+  // Sets the batch-shared query for inputs h [B, d]. Kernel maps: node
+  // masses of the mixture (1/B) sum_b phi(x_b) / (phi(x_b).z(root)), which is
+  // exactly the mixture of the per-example leaf distributions for
+  // non-negative features, and in-leaf kernels at the mean augmented input.
+  // Gaussian moments: the query of the mean input.
   void SetMixtureQuery(const float* h, int64_t batch, QueryState* state) const;
 
   // Draws `num_sampled` classes iid from q(.|query) by splitting the draws

@@ -13,6 +13,7 @@ class KernelTreeBuildOp : public OpKernel {
  public:
   explicit KernelTreeBuildOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -23,7 +24,8 @@ class KernelTreeBuildOp : public OpKernel {
                     "rows must be a non-empty [num_classes, dim] matrix, got "
                     "shape ", rows.shape().DebugString()));
     FeatureMapSpec spec;
-    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(1), rows.dim_size(1), &spec));
+    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(1), rows.dim_size(1),
+                                 has_bias_, &spec));
     TreeShape shape;
     shape.num_classes = rows.dim_size(0);
     shape.leaf_size = attrs_.leaf_size;
@@ -60,12 +62,14 @@ class KernelTreeBuildOp : public OpKernel {
 
  private:
   FeatureAttrs attrs_;
+  bool has_bias_;
 };
 
 class KernelTreeUpdateOp : public OpKernel {
  public:
   explicit KernelTreeUpdateOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -92,7 +96,8 @@ class KernelTreeUpdateOp : public OpKernel {
                                         num_classes));
     OP_REQUIRES_OK(ctx, CheckClassIds(ids, num_classes, "ids"));
     FeatureMapSpec spec;
-    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1), &spec));
+    OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1),
+                                 has_bias_, &spec));
     TreeShape shape;
     shape.num_classes = num_classes;
     shape.leaf_size = attrs_.leaf_size;
@@ -138,6 +143,7 @@ class KernelTreeUpdateOp : public OpKernel {
 
  private:
   FeatureAttrs attrs_;
+  bool has_bias_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeBuild").Device(DEVICE_CPU),

@@ -84,15 +84,27 @@ inline absl::Status CheckClassIds(const Tensor& ids, int64_t num_classes,
   return absl::OkStatus();
 }
 
-// The feature map for augmented rows of width `dim` with projections omega.
+// The feature map for augmented rows of width `dim` (the last column a bias
+// when has_bias) with projections omega.
 inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
-                             int64_t dim, FeatureMapSpec* spec) {
+                             int64_t dim, bool has_bias, FeatureMapSpec* spec) {
   TF_RETURN_IF_ERROR(CheckRank(omega, 2, "omega"));
-  if (attrs.kind != FeatureKind::kQuadratic) {
-    if (omega.dim_size(1) != dim) {
+  if (has_bias && dim < 2) {
+    return errors::InvalidArgument(
+        "rows with a bias column must have at least 2 columns, got ", dim);
+  }
+  spec->kind = attrs.kind;
+  spec->dim = dim;
+  spec->bias_is_weight = has_bias && WeightsByBias(attrs.kind);
+  const int64_t feature_dim = spec->FeatureDim();
+  const bool uses_omega = attrs.kind == FeatureKind::kRandomFourier ||
+                          attrs.kind == FeatureKind::kPositiveRandom;
+  if (uses_omega) {
+    if (omega.dim_size(1) != feature_dim) {
       return errors::InvalidArgument(
-          "omega must have ", dim, " columns (the augmented row width), got "
-          "shape ", omega.shape().DebugString());
+          "omega must have ", feature_dim,
+          " columns (the width the feature map sees), got shape ",
+          omega.shape().DebugString());
     }
     if (omega.dim_size(0) < 1) {
       return errors::InvalidArgument(
@@ -102,10 +114,8 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
     TF_RETURN_IF_ERROR(
         CheckFinite(omega.flat<float>().data(), omega.NumElements(), "omega"));
   }
-  spec->kind = attrs.kind;
-  spec->dim = dim;
   spec->omega = omega.flat<float>().data();
-  spec->num_omega = attrs.kind == FeatureKind::kQuadratic ? 0 : omega.dim_size(0);
+  spec->num_omega = uses_omega ? omega.dim_size(0) : 0;
   spec->alpha = attrs.alpha;
   spec->temperature = attrs.temperature;
   return absl::OkStatus();
@@ -151,7 +161,8 @@ struct TreeInputs {
     }
     TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
                                    inputs_t.NumElements(), "inputs"));
-    TF_RETURN_IF_ERROR(MakeSpec(attrs, omega, d + (has_biases ? 1 : 0), &spec));
+    TF_RETURN_IF_ERROR(
+        MakeSpec(attrs, omega, d + (has_biases ? 1 : 0), has_biases, &spec));
     shape.num_classes = num_classes;
     shape.leaf_size = attrs.leaf_size;
     const int64_t num_features = spec.NumFeatures();

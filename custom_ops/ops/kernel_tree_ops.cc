@@ -11,7 +11,8 @@ using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
 #define TF_SAMPLED_FEATURE_ATTRS                                         \
-  Attr("feature_map: {'quadratic', 'random_fourier', 'positive_random'}") \
+  Attr("feature_map: {'quadratic', 'random_fourier', 'positive_random', " \
+           "'gaussian_moments'}")                                         \
       .Attr("alpha: float = 100.0")                                      \
       .Attr("temperature: float = 1.0")                                  \
       .Attr("leaf_size: int >= 1")
@@ -20,6 +21,7 @@ REGISTER_OP("TfSampled>KernelTreeBuild")
     .Input("rows: float")
     .Input("omega: float")
     .Output("nodes: double")
+    .Attr("has_bias: bool = false")
     .TF_SAMPLED_FEATURE_ATTRS
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle rows, omega;
@@ -30,7 +32,8 @@ REGISTER_OP("TfSampled>KernelTreeBuild")
     })
     .Doc(R"doc(
 Builds the node sums [2N, F] of a kernel sampling tree from augmented class
-rows [C, dim] (N = ceil(C / leaf_size) leaves; row 0 is unused).
+rows [C, dim] (N = ceil(C / leaf_size) leaves; row 0 is unused). has_bias:
+the last column of rows is the class bias.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeUpdate")
@@ -41,6 +44,7 @@ REGISTER_OP("TfSampled>KernelTreeUpdate")
     .Input("num_classes: int64")
     .Output("node_ids: int64")
     .Output("node_deltas: double")
+    .Attr("has_bias: bool = false")
     .TF_SAMPLED_FEATURE_ATTRS
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle ids, old_rows, new_rows, omega, num_classes;

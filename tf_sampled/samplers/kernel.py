@@ -58,10 +58,11 @@ class KernelSampler(base.Sampler):
         self.biases = biases
         self.dim = int(shape[1])
         self.row_dim = self.dim + (biases is not None)
+        self.feature_dim = self.feature_map.feature_dim(self.row_dim, biases is not None)
         self._attrs = dict(self.feature_map.op_attrs(), leaf_size=self.leaf_size)
         self._library = _ops.load_ops()
         with self.name_scope:
-            self.omega = tf.Variable(self.feature_map.projections(self.row_dim),
+            self.omega = tf.Variable(self.feature_map.projections(self.feature_dim),
                                      trainable=False, name="omega")
             self.rows = tf.Variable(self._current_rows(), trainable=False, name="rows")
             self.nodes = tf.Variable(self._build(), trainable=False, name="nodes")
@@ -72,7 +73,7 @@ class KernelSampler(base.Sampler):
 
     @property
     def num_features(self):
-        return self.feature_map.num_features(self.row_dim)
+        return self.feature_map.num_features(self.feature_dim)
 
     def memory_bytes(self):
         """Bytes of state: {"nodes": tree node sums, "rows": refresh snapshot}."""
@@ -94,7 +95,7 @@ class KernelSampler(base.Sampler):
 
     def _build(self):
         return self._library.tf_sampled_kernel_tree_build(
-            rows=self.rows, omega=self.omega, **self._attrs)
+            rows=self.rows, omega=self.omega, has_bias=self.biases is not None, **self._attrs)
 
     def _table_args(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
@@ -169,6 +170,7 @@ class KernelSampler(base.Sampler):
         # failing first with a less precise message).
         node_ids, deltas = self._library.tf_sampled_kernel_tree_update(
             ids=ids, old_rows=old_rows, new_rows=new_rows, omega=self.omega,
-            num_classes=tf.constant(self.num_classes, tf.int64), **self._attrs)
+            num_classes=tf.constant(self.num_classes, tf.int64),
+            has_bias=self.biases is not None, **self._attrs)
         self.nodes.scatter_add(tf.IndexedSlices(deltas, node_ids))
         self.rows.scatter_update(tf.IndexedSlices(new_rows, ids))
