@@ -46,10 +46,14 @@ class BuildTfOps(build_ext):
         )
         print(" ".join(command))
         subprocess.check_call(command)
-        # Record the TensorFlow the library was built against next to it.
-        info = os.path.join(os.path.dirname(output), "_build_info.py")
-        with open(info, "w") as f:
-            f.write(f'TENSORFLOW_VERSION = "{version}"\n')
+        # Record the TensorFlow the library was built against next to it (and
+        # in the source tree for editable installs, which copy only the .so).
+        targets = [os.path.dirname(output)]
+        if self.inplace or getattr(self, "editable_mode", False):
+            targets.append(os.path.join(HERE, "tf_sampled"))
+        for target in targets:
+            with open(os.path.join(target, "_build_info.py"), "w") as f:
+                f.write(f'TENSORFLOW_VERSION = "{version}"\n')
 
 
 def _tensorflow_minor():
