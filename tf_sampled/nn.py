@@ -67,6 +67,12 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
                 f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
                 f"{inputs.shape}, got {weights.shape}")
         labels = as_class_matrix(labels, "labels", inputs.shape[0])
+        num_classes = tf.shape(weights, out_type=tf.int64)[0]
+        # tf.gather would fail with a message that does not name labels (and
+        # return zeros on GPU), so check the range here.
+        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
+        tf.debugging.assert_less(labels, num_classes,
+                                 message="labels must be < num_classes (rows of weights)")
         num_true = tf.shape(labels)[1]
         true_logits = _class_logits(weights, biases, labels, inputs)
 

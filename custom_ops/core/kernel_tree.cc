@@ -77,8 +77,8 @@ void KernelTree::InitState(QueryState* state) const {
   state->phi.assign(QuerySize(spec_), 0.0);
   state->scratch.assign(std::max<int64_t>(spec_.num_omega, 1), 0.0);
   state->x.assign(spec_.dim, 0.0f);
-  state->leaf_log_kernel.assign(shape_.leaf_size, 0.0);
-  state->cdf.assign(shape_.leaf_size, 0.0);
+  state->leaf_log_kernel.assign(shape_.MaxLeafSize(), 0.0);
+  state->cdf.assign(shape_.MaxLeafSize(), 0.0);
 }
 
 void KernelTree::SetQuery(const float* h, QueryState* state) const {
@@ -164,6 +164,8 @@ bool KernelTree::LeafLogKernels(QueryState* state, int64_t leaf,
       y_sq = DotFloat(w, w, table_.d);
       if (table_.biases != nullptr) y_sq += double(table_.biases[c]) * table_.biases[c];
     }
+    // Checked before the kernel: the cosine of a NaN row would read as 0.
+    if (!std::isfinite(dot) || !std::isfinite(y_sq)) return false;
     const double log_kernel = ExactLogKernel(spec_, dot, state->x_sq, y_sq);
     if (!std::isfinite(log_kernel)) return false;
     state->leaf_log_kernel[c - begin] = log_kernel;

@@ -30,7 +30,14 @@ struct TreeShape {
   int64_t num_classes = 0;
   int64_t leaf_size = 1;
 
-  int64_t NumLeaves() const { return (num_classes + leaf_size - 1) / leaf_size; }
+  // (Written so that no intermediate overflows, whatever leaf_size is.)
+  int64_t NumLeaves() const {
+    return num_classes / leaf_size + (num_classes % leaf_size != 0);
+  }
+  // Classes in the largest leaf.
+  int64_t MaxLeafSize() const {
+    return leaf_size < num_classes ? leaf_size : num_classes;
+  }
   // Rows of the node-sum matrix (row 0 unused).
   int64_t NumNodeRows() const { return 2 * NumLeaves(); }
   int64_t LeafOf(int64_t class_id) const { return class_id / leaf_size; }

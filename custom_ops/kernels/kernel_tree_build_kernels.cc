@@ -9,6 +9,9 @@ using ::tensorflow::DEVICE_CPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
+// Node ids (2 * leaves) must fit in int64 with room to spare.
+constexpr int64_t kMaxClasses = int64_t{1} << 48;
+
 class KernelTreeBuildOp : public OpKernel {
  public:
   explicit KernelTreeBuildOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -91,9 +94,9 @@ class KernelTreeUpdateOp : public OpKernel {
                     old_rows.shape().DebugString(), " and ",
                     new_rows.shape().DebugString()));
     const int64_t num_classes = num_classes_t.scalar<int64_t>()();
-    OP_REQUIRES(ctx, num_classes >= 1,
-                errors::InvalidArgument("num_classes must be >= 1, got ",
-                                        num_classes));
+    OP_REQUIRES(ctx, num_classes >= 1 && num_classes <= kMaxClasses,
+                errors::InvalidArgument("num_classes must be in [1, ",
+                                        kMaxClasses, "], got ", num_classes));
     OP_REQUIRES_OK(ctx, CheckClassIds(ids, num_classes, "ids"));
     FeatureMapSpec spec;
     OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1),

@@ -1,6 +1,7 @@
 // Sampling from the kernel tree: per-example negatives, log q of given
 // classes, and the batch-shared candidate sampler with TensorFlow's contract.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -68,6 +69,12 @@ class KernelTreeSampleOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
+    OP_REQUIRES(ctx,
+                in.batch == 0 ||
+                    num_sampled_ <= std::numeric_limits<int64_t>::max() / in.batch,
+                errors::InvalidArgument("num_sampled (", num_sampled_,
+                                        ") times the batch (", in.batch,
+                                        ") overflows int64"));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             0, TensorShape({in.batch, num_sampled_}), &ids_t));
@@ -192,29 +199,6 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
 
-    const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
-    QueryState state;
-    tree.InitState(&state);
-    tree.SetMixtureQuery(in.inputs, in.batch, &state);
-    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
-
-    std::vector<int64_t> sampled(num_sampled_);
-    std::vector<float> sampled_log_q(num_sampled_);
-    int64_t num_tries = num_sampled_;
-    if (!unique_) {
-      OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled.data(),
-                                   sampled_log_q.data()),
-                  NonFiniteRowError(0));
-    } else {
-      OP_REQUIRES_OK(ctx, SampleUnique(tree, &state, &rng, &sampled,
-                                       &sampled_log_q, &num_tries));
-    }
-    std::vector<float> true_log_q(in.batch * num_true_);
-    OP_REQUIRES(ctx,
-                tree.LogProb(&state, true_classes.flat<int64_t>().data(),
-                             in.batch * num_true_, true_log_q.data()),
-                NonFiniteRowError(0));
-
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}),
                                              &sampled_t));
@@ -222,12 +206,33 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
                             1, TensorShape({in.batch, num_true_}), &true_count_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sampled_}),
                                              &sampled_count_t));
-    std::copy(sampled.begin(), sampled.end(), sampled_t->flat<int64_t>().data());
+    int64_t* sampled = sampled_t->flat<int64_t>().data();
+    // The count outputs hold log q until the counts are known.
+    float* sampled_log_q = sampled_count_t->flat<float>().data();
+    float* true_log_q = true_count_t->flat<float>().data();
+
+    const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
+    QueryState state;
+    tree.InitState(&state);
+    tree.SetMixtureQuery(in.inputs, in.batch, &state);
+    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
+    int64_t num_tries = num_sampled_;
+    if (!unique_) {
+      OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled, sampled_log_q),
+                  NonFiniteRowError(0));
+    } else {
+      OP_REQUIRES_OK(ctx, SampleUnique(tree, &state, &rng, sampled,
+                                       sampled_log_q, &num_tries));
+    }
+    OP_REQUIRES(ctx,
+                tree.LogProb(&state, true_classes.flat<int64_t>().data(),
+                             in.batch * num_true_, true_log_q),
+                NonFiniteRowError(0));
     for (int64_t i = 0; i < num_sampled_; ++i) {
-      sampled_count_t->flat<float>()(i) = ExpectedCount(sampled_log_q[i], num_tries);
+      sampled_log_q[i] = ExpectedCount(sampled_log_q[i], num_tries);
     }
     for (int64_t i = 0; i < in.batch * num_true_; ++i) {
-      true_count_t->flat<float>()(i) = ExpectedCount(true_log_q[i], num_tries);
+      true_log_q[i] = ExpectedCount(true_log_q[i], num_tries);
     }
   }
 
@@ -243,8 +248,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
   // Draws iid until num_sampled distinct classes are seen, as TensorFlow's
   // unique samplers do; num_tries counts every draw up to the last new class.
   absl::Status SampleUnique(const KernelTree& tree, QueryState* state,
-                            Random* rng, std::vector<int64_t>* sampled,
-                            std::vector<float>* sampled_log_q,
+                            Random* rng, int64_t* sampled, float* sampled_log_q,
                             int64_t* num_tries) const {
     absl::flat_hash_set<int64_t> seen;
     std::vector<int64_t> batch_ids;
@@ -275,8 +279,8 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
            ++i) {
         ++tries;
         if (seen.insert(batch_ids[i]).second) {
-          (*sampled)[seen.size() - 1] = batch_ids[i];
-          (*sampled_log_q)[seen.size() - 1] = batch_log_q[i];
+          sampled[seen.size() - 1] = batch_ids[i];
+          sampled_log_q[seen.size() - 1] = batch_log_q[i];
         }
       }
     }

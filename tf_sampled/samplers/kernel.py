@@ -65,7 +65,7 @@ class KernelSampler(base.Sampler):
             self.omega = tf.Variable(self.feature_map.projections(self.feature_dim),
                                      trainable=False, name="omega")
             self.rows = tf.Variable(self._current_rows(), trainable=False, name="rows")
-            self.nodes = tf.Variable(self._build(), trainable=False, name="nodes")
+            self.nodes = tf.Variable(self._build(self.rows), trainable=False, name="nodes")
 
     @property
     def num_leaves(self):
@@ -93,9 +93,9 @@ class KernelSampler(base.Sampler):
         return tf.concat([tf.cast(rows, tf.float32),
                           tf.cast(tf.gather(self.biases, ids), tf.float32)[:, None]], 1)
 
-    def _build(self):
+    def _build(self, rows):
         return self._library.tf_sampled_kernel_tree_build(
-            rows=self.rows, omega=self.omega, has_bias=self.biases is not None, **self._attrs)
+            rows=rows, omega=self.omega, has_bias=self.biases is not None, **self._attrs)
 
     def _table_args(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
@@ -157,8 +157,12 @@ class KernelSampler(base.Sampler):
             O(len(ids) * F * (dim + log num_leaves)).
         """
         if ids is None:
-            self.rows.assign(self._current_rows())
-            self.nodes.assign(self._build())
+            # Build first: a failed build (a NaN row) leaves the state as it was.
+            rows = self._current_rows()
+            nodes = self._build(rows)
+            with tf.control_dependencies([nodes]):
+                self.rows.assign(rows)
+            self.nodes.assign(nodes)
             return
         ids = tf.convert_to_tensor(ids)
         if not ids.dtype.is_integer:

@@ -1,0 +1,1063 @@
+"""Malformed input to the kernel-tree ops and their Python API.
+
+Every bad argument must give ValueError (caught in Python) or
+tf.errors.InvalidArgumentError (caught by the op) whose message names the
+argument, and the bad value where the op reports it; never a crash. An empty
+batch is not an error: it returns empty outputs of the documented shapes.
+
+Cases that could kill the interpreter (and a random fuzz over every raw op)
+run in a subprocess, so a segfault or abort fails one test instead of the run.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sampled as tfs
+
+I64_MAX = 2**63 - 1
+NUM_CLASSES, DIM = 5, 3
+
+
+def _available_feature_maps():
+    names = []
+    for name in ("quadratic", "random_fourier", "positive_random", "gaussian_moments"):
+        try:
+            tfs.features.get(name)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
+
+
+FEATURE_MAPS = _available_feature_maps()
+# Maps with projections omega (validated by the ops; the others ignore omega).
+RANDOM_MAPS = [name for name in FEATURE_MAPS if name in ("random_fourier", "positive_random")]
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+def raises_naming(exc_types, fn, *fragments):
+    """Calls fn, asserts it raises exc_types and the message has every fragment."""
+    with pytest.raises(exc_types) as info:
+        fn()
+    message = str(info.value)
+    for fragment in fragments:
+        assert str(fragment) in message, (
+            f"{type(info.value).__name__} message does not name {fragment!r}: {message}")
+    return message
+
+
+def feature_map(name):
+    if name == "quadratic":
+        return tfs.features.Quadratic(alpha=1.0)
+    if name == "random_fourier":
+        return tfs.features.RandomFourier(8, seed=0)
+    if name == "positive_random":
+        return tfs.features.PositiveRandom(8, seed=0)
+    return tfs.features.get(name)
+
+
+def feature_dim(fmap, dim, with_biases):
+    """Width of omega's rows for augmented rows of width `dim`."""
+    if hasattr(fmap, "feature_dim"):
+        return fmap.feature_dim(dim, with_biases)
+    return dim
+
+
+def make_sampler(fmap="positive_random", leaf_size=2, with_biases=False, seed=0):
+    rng = np.random.default_rng(seed)
+    embeddings = tf.Variable(rng.standard_normal((NUM_CLASSES, DIM)).astype(np.float32))
+    biases = (tf.Variable(rng.standard_normal(NUM_CLASSES).astype(np.float32))
+              if with_biases else None)
+    return tfs.samplers.KernelSampler(embeddings, feature_map=feature_map(fmap),
+                                      leaf_size=leaf_size, biases=biases)
+
+
+def queries(batch=2, seed=1):
+    return tf.constant(np.random.default_rng(seed).standard_normal((batch, DIM)), tf.float32)
+
+
+def truth(batch=2, num_true=1):
+    return tf.zeros([batch, num_true], tf.int64)
+
+
+def raw_setup(ops, fmap="positive_random", leaf_size=2, with_biases=False, batch=2):
+    """Valid raw-op arguments for a small table: override keys to break one."""
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((NUM_CLASSES, DIM)).astype(np.float32)
+    biases = (rng.standard_normal(NUM_CLASSES).astype(np.float32) if with_biases
+              else np.zeros([0], np.float32))
+    width = feature_dim(feature_map(fmap), DIM + with_biases, with_biases)
+    omega = (rng.standard_normal((4, width)).astype(np.float32) if fmap in RANDOM_MAPS
+             else np.zeros([0, width], np.float32))
+    rows = np.concatenate([embeddings, biases[:, None]], 1) if with_biases else embeddings
+    attrs = dict(feature_map=fmap, alpha=1.0, temperature=1.0, leaf_size=leaf_size)
+    # Build and update read the bias column from `rows`; the query ops from `biases`.
+    row_attrs = dict(attrs, has_bias=with_biases)
+    nodes = ops.tf_sampled_kernel_tree_build(rows=rows, omega=omega, **row_attrs).numpy()
+    tree = dict(nodes=nodes, embeddings=embeddings, biases=biases, omega=omega,
+                inputs=rng.standard_normal((batch, DIM)).astype(np.float32))
+    return dict(rows=rows, attrs=attrs, row_attrs=row_attrs, tree=tree, batch=batch)
+
+
+def call_raw(ops, op, setup, **overrides):
+    """Calls a raw op on `setup` (see raw_setup) with some arguments replaced."""
+    tree, attrs, batch = dict(setup["tree"]), dict(setup["attrs"]), setup["batch"]
+    if op == "build":
+        args = dict(rows=setup["rows"], omega=tree["omega"], **setup["row_attrs"])
+        fn = ops.tf_sampled_kernel_tree_build
+    elif op == "update":
+        ids = np.array([1, 3], np.int64)
+        args = dict(ids=ids, old_rows=setup["rows"][ids], new_rows=setup["rows"][ids] + 1,
+                    omega=tree["omega"], num_classes=np.int64(NUM_CLASSES),
+                    **setup["row_attrs"])
+        fn = ops.tf_sampled_kernel_tree_update
+    elif op == "sample":
+        args = dict(true_classes=np.zeros([batch, 1], np.int64), num_sampled=3, seed=1,
+                    seed2=2, **tree, **attrs)
+        fn = ops.tf_sampled_kernel_tree_sample
+    elif op == "log_prob":
+        args = dict(classes=np.zeros([batch, 2], np.int64), **tree, **attrs)
+        fn = ops.tf_sampled_kernel_tree_log_prob
+    elif op == "candidate_sampler":
+        args = dict(true_classes=np.zeros([batch, 1], np.int64), num_true=1, num_sampled=3,
+                    unique=True, range_max=NUM_CLASSES, seed=1, seed2=2, **tree, **attrs)
+        fn = ops.tf_sampled_kernel_tree_candidate_sampler
+    else:
+        raise AssertionError(op)
+    args.update(overrides)
+    return fn(**args)
+
+
+RAW_OPS = ["build", "update", "sample", "log_prob", "candidate_sampler"]
+QUERY_OPS = ["sample", "log_prob", "candidate_sampler"]
+IDS_ARG = {"sample": "true_classes", "log_prob": "classes",
+           "candidate_sampler": "true_classes"}
+
+
+# --------------------------------------------------------------------------
+# KernelSampler and the drop-in candidate sampler (Python API)
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("leaf_size", [0, -1, 2.5, True, "2"])
+def test_sampler_rejects_bad_leaf_size(leaf_size):
+    embeddings = tf.zeros([NUM_CLASSES, DIM])
+    raises_naming(ValueError, lambda: tfs.samplers.KernelSampler(embeddings, leaf_size=leaf_size),
+                  "leaf_size", repr(leaf_size))
+
+
+@pytest.mark.parametrize("num_sampled", [0, -1, -(2**40)])
+def test_sample_rejects_non_positive_num_sampled(num_sampled):
+    sampler = make_sampler()
+    raises_naming(ValueError, lambda: sampler.sample(queries(), num_sampled),
+                  "num_sampled", num_sampled)
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(), 1, num_sampled, False, NUM_CLASSES, inputs=queries(), sampler=sampler),
+        "num_sampled", num_sampled)
+
+
+@pytest.mark.parametrize("bad_id", [NUM_CLASSES, NUM_CLASSES + 7, -1, 2**40, -(2**63)])
+@pytest.mark.parametrize("method", QUERY_OPS)
+def test_out_of_range_class_ids(method, bad_id):
+    sampler = make_sampler()
+    ids = tf.constant([[0], [bad_id]], tf.int64)
+    if method == "sample":
+        fn = lambda: sampler.sample(queries(), 2, true_classes=ids)
+    elif method == "log_prob":
+        fn = lambda: sampler.log_prob(queries(), ids)
+    else:
+        fn = lambda: tfs.random.kernel_candidate_sampler(
+            ids, 1, 2, True, NUM_CLASSES, inputs=queries(), sampler=sampler)
+    raises_naming(tf.errors.InvalidArgumentError, fn, IDS_ARG[method],
+                  f"[0, {NUM_CLASSES})", f"got {bad_id}")
+
+
+@pytest.mark.parametrize("shape", [[2, 1, 1], [], [1, 2, 1, 1]])
+def test_class_ids_of_wrong_rank(shape):
+    sampler = make_sampler()
+    ids = tf.zeros(shape, tf.int64)
+    raises_naming(ValueError, lambda: sampler.sample(queries(), 2, true_classes=ids),
+                  "true_classes", "shape")
+    raises_naming(ValueError, lambda: sampler.log_prob(queries(), ids), "classes", "shape")
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        ids, 1, 2, False, NUM_CLASSES, inputs=queries(), sampler=sampler),
+        "true_classes", "shape")
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64, tf.bool, tf.string])
+def test_class_ids_of_wrong_dtype(dtype):
+    sampler = make_sampler()
+    ids = tf.zeros([2, 1], dtype) if dtype != tf.string else tf.constant([["a"], ["b"]])
+    raises_naming(ValueError, lambda: sampler.sample(queries(), 2, true_classes=ids),
+                  "true_classes", dtype.name)
+    raises_naming(ValueError, lambda: sampler.log_prob(queries(), ids), "classes", dtype.name)
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        ids, 1, 2, False, NUM_CLASSES, inputs=queries(), sampler=sampler),
+        "true_classes", dtype.name)
+
+
+def test_class_ids_with_wrong_batch():
+    sampler = make_sampler()
+    ids = tf.zeros([3, 1], tf.int64)
+    raises_naming(ValueError, lambda: sampler.sample(queries(2), 2, true_classes=ids),
+                  "true_classes", "(3, 1)")
+    raises_naming(ValueError, lambda: sampler.log_prob(queries(2), ids), "classes", "(3, 1)")
+
+
+@pytest.mark.parametrize("shape", [[2, DIM + 1], [2, DIM - 1], [2, 0], [DIM], [1, 2, DIM]])
+def test_inputs_whose_dim_differs_from_embeddings(shape):
+    sampler = make_sampler()
+    inputs = tf.zeros(shape)
+    expected = str(tuple(shape)) if len(shape) != 1 else f"({shape[0]},)"
+    raises_naming(ValueError, lambda: sampler.sample(inputs, 2), "inputs", expected)
+    raises_naming(ValueError, lambda: sampler.log_prob(inputs, truth(2)), "inputs", expected)
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(2), 1, 2, False, NUM_CLASSES, inputs=inputs, sampler=sampler), "inputs", expected)
+
+
+def test_inputs_of_integer_dtype():
+    sampler = make_sampler()
+    raises_naming(ValueError, lambda: sampler.sample(tf.zeros([2, DIM], tf.int32), 2),
+                  "inputs", "int32")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("method", QUERY_OPS)
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_non_finite_inputs(fmap, method, bad):
+    sampler = make_sampler(fmap)
+    h = queries().numpy()
+    h[1, 2] = bad
+    if method == "sample":
+        fn = lambda: sampler.sample(h, 2)
+    elif method == "log_prob":
+        fn = lambda: sampler.log_prob(h, truth())
+    else:
+        fn = lambda: tfs.random.kernel_candidate_sampler(
+            truth(), 1, 2, False, NUM_CLASSES, inputs=h, sampler=sampler)
+    raises_naming(tf.errors.InvalidArgumentError, fn, "inputs", str(float(bad)),
+                  "flat index 5")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("method", QUERY_OPS)
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_non_finite_embedding_row_read_by_sampling(fmap, method, bad):
+    # One leaf holds every class, so every query reads the bad row.
+    # FAILS for random_fourier with NaN: its exact in-leaf kernel turns a NaN
+    # row norm into cosine 0 (ExactLogKernel), so the row gets a finite log q.
+    sampler = make_sampler(fmap, leaf_size=NUM_CLASSES)
+    sampler.embeddings[3].assign([bad, 0.0, 0.0])
+    if method == "sample":
+        fn = lambda: sampler.sample(queries(), 4, seed=1)
+    elif method == "log_prob":
+        fn = lambda: sampler.log_prob(queries(), [[3], [0]])
+    else:
+        fn = lambda: tfs.random.kernel_candidate_sampler(
+            truth(), 1, 2, False, NUM_CLASSES, inputs=queries(), sampler=sampler)
+    raises_naming(tf.errors.InvalidArgumentError, fn, "embeddings", "finite")
+
+
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_nan_bias_read_by_sampling(fmap):
+    # FAILS for random_fourier (same cause as above).
+    sampler = make_sampler(fmap, leaf_size=NUM_CLASSES, with_biases=True)
+    sampler.biases[2].assign(np.nan)
+    raises_naming(tf.errors.InvalidArgumentError,
+                  lambda: sampler.log_prob(queries(), [[2], [0]]), "biases", "finite")
+
+
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_empty_batch_returns_empty_outputs(fmap):
+    sampler = make_sampler(fmap)
+    h = tf.zeros([0, DIM])
+    ids, log_q, true_log_q = sampler.sample(h, 4, true_classes=tf.zeros([0, 2], tf.int64))
+    assert (ids.shape, log_q.shape, true_log_q.shape) == ((0, 4), (0, 4), (0, 2))
+    assert (ids.dtype, log_q.dtype, true_log_q.dtype) == (tf.int64, tf.float32, tf.float32)
+    assert sampler.sample(h, 3).true_log_q.shape == (0, 0)
+
+    log_q = sampler.log_prob(h, tf.zeros([0, 3], tf.int64))
+    assert log_q.shape == (0, 3) and log_q.dtype == tf.float32
+
+    for unique in (False, True):
+        sampled, true_count, sampled_count = tfs.random.kernel_candidate_sampler(
+            tf.zeros([0, 2], tf.int64), 2, 3, unique, NUM_CLASSES, inputs=h, sampler=sampler)
+        assert (sampled.shape, true_count.shape, sampled_count.shape) == ((3,), (0, 2), (3,))
+        assert sampled.dtype == tf.int64 and sampled_count.dtype == tf.float32
+        assert np.all((sampled.numpy() >= 0) & (sampled.numpy() < NUM_CLASSES))
+        assert np.all(np.isfinite(sampled_count.numpy()))
+
+    labels = tf.zeros([0, 1], tf.int64)
+    per_example = sampler.sample(h, 4, true_classes=labels)
+    triple = tfs.random.kernel_candidate_sampler(labels, 1, 3, True, NUM_CLASSES,
+                                                 inputs=h, sampler=sampler)
+    for sampled in (per_example, triple):
+        loss = tfs.nn.sampled_softmax_loss(sampler.embeddings, None, labels, h, sampled)
+        assert loss.shape == (0,) and loss.dtype == tf.float32
+
+
+@pytest.mark.parametrize("range_max", [NUM_CLASSES - 1, NUM_CLASSES + 1, 0, -1])
+def test_candidate_sampler_range_max_must_be_the_class_count(range_max):
+    sampler = make_sampler()
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(), 1, 2, False, range_max, inputs=queries(), sampler=sampler),
+        "range_max", f"({range_max})", str(NUM_CLASSES))
+
+
+def test_candidate_sampler_unique_needs_num_sampled_at_most_range_max():
+    sampler = make_sampler()
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(), 1, NUM_CLASSES + 1, True, NUM_CLASSES, inputs=queries(), sampler=sampler),
+        "num_sampled", f"({NUM_CLASSES + 1})", "range_max", f"({NUM_CLASSES})")
+    # Without unique, more draws than classes is legal (TensorFlow's contract).
+    sampled, _, _ = tfs.random.kernel_candidate_sampler(
+        truth(), 1, NUM_CLASSES + 1, False, NUM_CLASSES, inputs=queries(), sampler=sampler)
+    assert sampled.shape == (NUM_CLASSES + 1,)
+    # unique with num_sampled == range_max draws every class once.
+    sampled, _, _ = tfs.random.kernel_candidate_sampler(
+        truth(), 1, NUM_CLASSES, True, NUM_CLASSES, inputs=queries(), sampler=sampler)
+    assert sorted(sampled.numpy().tolist()) == list(range(NUM_CLASSES))
+
+
+def test_candidate_sampler_num_true_mismatch_and_missing_inputs():
+    sampler = make_sampler()
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(2, 2), 1, 2, False, NUM_CLASSES, inputs=queries(), sampler=sampler),
+        "num_true", "(2, 2)")
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(), 0, 2, False, NUM_CLASSES, inputs=queries(), sampler=sampler), "num_true", "0")
+    raises_naming(ValueError, lambda: sampler.candidate_sampler(
+        truth(), 1, 2, False, NUM_CLASSES), "inputs")
+    raises_naming(ValueError, lambda: tfs.random.kernel_candidate_sampler(
+        truth(), 1, 2, False, NUM_CLASSES, inputs=queries(), sampler="kernel"), "sampler")
+
+
+@pytest.mark.parametrize("bad_id", [NUM_CLASSES, -1, 2**40])
+def test_refresh_rejects_out_of_range_ids_and_keeps_state(bad_id):
+    sampler = make_sampler()
+    nodes, rows = sampler.nodes.numpy(), sampler.rows.numpy()
+    raises_naming(tf.errors.InvalidArgumentError, lambda: sampler.refresh([1, bad_id]),
+                  "ids", f"[0, {NUM_CLASSES})", f"got {bad_id}")
+    np.testing.assert_array_equal(sampler.nodes.numpy(), nodes)
+    np.testing.assert_array_equal(sampler.rows.numpy(), rows)
+    raises_naming(ValueError, lambda: sampler.refresh([0.5]), "ids", "float32")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_refresh_ids_with_non_finite_row_keeps_state(fmap, bad):
+    sampler = make_sampler(fmap)
+    nodes, rows = sampler.nodes.numpy(), sampler.rows.numpy()
+    sampler.embeddings[3].assign([0.0, bad, 0.0])
+    raises_naming(tf.errors.InvalidArgumentError, lambda: sampler.refresh([0, 3]),
+                  "new_rows", "finite", "class 3")
+    np.testing.assert_array_equal(sampler.nodes.numpy(), nodes)
+    np.testing.assert_array_equal(sampler.rows.numpy(), rows)
+
+
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_full_refresh_with_nan_row_keeps_state(fmap):
+    # FAILS: KernelSampler.refresh() assigns the `rows` snapshot before the
+    # build op runs, so a failed build leaves rows (new, NaN) out of step with
+    # nodes (old). The next refresh(ids) then subtracts the wrong features (or,
+    # as here, fails forever on the NaN snapshot even after the fix).
+    sampler = make_sampler(fmap)
+    nodes, rows = sampler.nodes.numpy(), sampler.rows.numpy()
+    sampler.embeddings[1].assign([1.0, 2.0, 3.0])  # a legitimate change
+    sampler.embeddings[3].assign([np.nan, 0.0, 0.0])
+    raises_naming(tf.errors.InvalidArgumentError, sampler.refresh, "rows", "finite")
+    np.testing.assert_array_equal(sampler.nodes.numpy(), nodes)
+    np.testing.assert_array_equal(sampler.rows.numpy(), rows)
+    sampler.embeddings[3].assign([0.5, 0.5, 0.5])
+    sampler.refresh([1, 3])  # recovers incrementally
+
+
+@pytest.mark.parametrize("bad_label", [NUM_CLASSES, -1])
+@pytest.mark.parametrize("kind", ["per_example", "triple"])
+def test_sampled_softmax_loss_rejects_out_of_range_labels(kind, bad_label):
+    # FAILS: labels are not validated; the error comes from tf.gather
+    # ("indices[1,0] = 5 is not in [0, 5)", naming neither `labels` nor the
+    # loss), and on GPU tf.gather returns zeros for bad indices, silently.
+    sampler = make_sampler()
+    h = queries()
+    sampled = (sampler.sample(h, 3, true_classes=truth()) if kind == "per_example" else
+               tfs.random.kernel_candidate_sampler(truth(), 1, 3, False, NUM_CLASSES,
+                                                   inputs=h, sampler=sampler))
+    labels = tf.constant([[0], [bad_label]], tf.int64)
+    raises_naming((ValueError, tf.errors.InvalidArgumentError),
+                  lambda: tfs.nn.sampled_softmax_loss(sampler.embeddings, None, labels, h,
+                                                      sampled),
+                  "labels", str(bad_label))
+
+
+def test_sampled_softmax_loss_rejects_bad_shapes_and_dtypes():
+    sampler = make_sampler()
+    h = queries()
+    sampled = sampler.sample(h, 3, true_classes=truth())
+    w = sampler.embeddings
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, tf.zeros([2, 1]), h, sampled), "labels", "float32")
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, tf.zeros([2, 1, 1], tf.int64), h, sampled), "labels", "(2, 1, 1)")
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, tf.zeros([3, 1], tf.int64), h, sampled), "labels", "(3, 1)")
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, truth(), tf.zeros([2, DIM + 1]), sampled), "weights", "inputs")
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, truth(), tf.zeros([DIM]), sampled), "inputs")
+    raises_naming(ValueError, lambda: tfs.nn.sampled_softmax_loss(
+        w, None, truth(), h, (tf.zeros([3], tf.int64), tf.ones([2, 1]))), "sampled")
+
+
+# --------------------------------------------------------------------------
+# Raw ops
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", RAW_OPS)
+def test_raw_attr_validation(ops, op):
+    s = raw_setup(ops)
+    invalid = tf.errors.InvalidArgumentError
+    for leaf_size in (0, -1, -(2**63)):
+        raises_naming(invalid, lambda: call_raw(ops, op, s, leaf_size=leaf_size),
+                      "leaf_size", leaf_size)
+    for value, text in ((0.0, "got 0"), (-1.5, "got -1.5"), (float("nan"), "got nan"),
+                        (float("inf"), "got inf")):
+        raises_naming(invalid, lambda: call_raw(ops, op, s, temperature=value),
+                      "temperature", text)
+        raises_naming(invalid, lambda: call_raw(ops, op, s, alpha=value), "alpha", text)
+    raises_naming(invalid, lambda: call_raw(ops, op, s, feature_map="bogus"),
+                  "feature_map", "bogus")
+    if op in ("sample", "candidate_sampler"):
+        for num_sampled in (0, -1, -(2**63)):
+            raises_naming(invalid, lambda: call_raw(ops, op, s, num_sampled=num_sampled),
+                          "num_sampled", num_sampled)
+    if op == "candidate_sampler":
+        raises_naming(invalid, lambda: call_raw(ops, op, s, num_true=0), "num_true", "0")
+        raises_naming(invalid, lambda: call_raw(ops, op, s, range_max=0), "range_max", "0")
+
+
+def test_raw_build_rejects_bad_rows_and_omega(ops):
+    invalid = tf.errors.InvalidArgumentError
+    for fmap in FEATURE_MAPS:
+        s = raw_setup(ops, fmap)
+        rows = s["rows"]
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, rows=rows[0]),
+                      "rows", "rank 2", "[3]")
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, rows=rows[:0]),
+                      "rows", "[0,3]")
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, rows=rows[:, :0]),
+                      "rows", "[5,0]")
+        bad = rows.copy()
+        bad[4, 1] = np.nan
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, rows=bad), "rows", "finite")
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, omega=np.zeros([4], np.float32)),
+                      "omega", "rank 2")
+        if fmap in RANDOM_MAPS:  # the other maps ignore omega
+            omega = s["tree"]["omega"]
+            raises_naming(invalid, lambda: call_raw(ops, "build", s, omega=omega[:, :2]),
+                          "omega", "3 columns", "[4,2]")
+            raises_naming(invalid, lambda: call_raw(ops, "build", s, omega=omega[:0]),
+                          "omega", "[0,3]")
+            bad = omega.copy()
+            bad[2, 2] = np.inf
+            raises_naming(invalid, lambda: call_raw(ops, "build", s, omega=bad),
+                          "omega", "finite", "inf")
+        # has_bias needs a bias column next to at least one weight column.
+        raises_naming(invalid, lambda: call_raw(ops, "build", s, rows=rows[:, :1], has_bias=True,
+                                                omega=np.zeros([4, 1], np.float32)),
+                      "bias", "2 columns", "got 1")
+
+
+def test_raw_update_rejects_bad_ids_rows_and_num_classes(ops):
+    invalid = tf.errors.InvalidArgumentError
+    s = raw_setup(ops)
+    rows = s["rows"]
+    for bad_id in (NUM_CLASSES, -1, I64_MAX, -(2**63)):
+        ids = np.array([1, bad_id], np.int64)
+        raises_naming(invalid, lambda: call_raw(ops, "update", s, ids=ids),
+                      "ids", f"[0, {NUM_CLASSES})", f"got {bad_id}")
+    raises_naming(invalid, lambda: call_raw(ops, "update", s, ids=np.zeros([2, 1], np.int64)),
+                  "ids", "rank 1")
+    for num_classes in (0, -1):
+        raises_naming(invalid, lambda: call_raw(ops, "update", s,
+                                                num_classes=np.int64(num_classes)),
+                      "num_classes", f"got {num_classes}")
+    raises_naming(invalid, lambda: call_raw(ops, "update", s,
+                                            num_classes=np.array([5], np.int64)),
+                  "num_classes", "rank 0")
+    raises_naming(invalid, lambda: call_raw(ops, "update", s, old_rows=rows[:1]),
+                  "old_rows", "new_rows", "[1,3]")
+    raises_naming(invalid, lambda: call_raw(ops, "update", s, new_rows=rows[:2, :2]),
+                  "old_rows", "new_rows", "[2,2]")
+    for which in ("old_rows", "new_rows"):
+        bad = rows[[1, 3]].copy()
+        bad[1, 0] = np.nan
+        raises_naming(invalid, lambda: call_raw(ops, "update", s, **{which: bad}),
+                      which, "finite", "class 3")
+    raises_naming(invalid, lambda: call_raw(ops, "update", s,
+                                            omega=np.zeros([4, 2], np.float32)),
+                  "omega", "[4,2]")
+    # No ids: an empty update, not an error.
+    node_ids, deltas = call_raw(ops, "update", s, ids=np.zeros([0], np.int64),
+                                old_rows=rows[:0], new_rows=rows[:0])
+    assert node_ids.shape == (0,) and deltas.shape == (0, s["tree"]["nodes"].shape[1])
+
+
+@pytest.mark.parametrize("num_classes,leaf_size", [(I64_MAX, 2), (I64_MAX - 1, 3),
+                                                   (2**62, I64_MAX)])
+def test_raw_update_rejects_num_classes_that_overflow_the_tree(ops, num_classes, leaf_size):
+    # FAILS: ceil(num_classes / leaf_size) is computed as
+    # (num_classes + leaf_size - 1) / leaf_size (TreeShape::NumLeaves), which
+    # overflows int64 here; the op then returns an empty update for ids [1, 3]
+    # (their paths start at a node id <= 0), silently dropping the change.
+    s = raw_setup(ops)
+    fn = lambda: call_raw(ops, "update", s, num_classes=np.int64(num_classes),
+                          leaf_size=leaf_size)
+    message = raises_naming(tf.errors.InvalidArgumentError, fn)
+    assert "num_classes" in message or "leaf_size" in message, message
+
+
+@pytest.mark.parametrize("op", QUERY_OPS)
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+def test_raw_query_ops_reject_bad_tables(ops, fmap, op):
+    invalid = tf.errors.InvalidArgumentError
+    s = raw_setup(ops, fmap)
+    tree = s["tree"]
+    nodes, emb = tree["nodes"], tree["embeddings"]
+    f = nodes.shape[1]
+    for shape in ([nodes.shape[0] - 2, f], [nodes.shape[0] + 2, f], [nodes.shape[0], f + 1],
+                  [0, f], [nodes.shape[0], 0]):
+        raises_naming(invalid, lambda: call_raw(ops, op, s, nodes=np.zeros(shape)),
+                      "nodes", f"[{nodes.shape[0]}, {f}]", "[%d,%d]" % tuple(shape))
+    raises_naming(invalid, lambda: call_raw(ops, op, s, nodes=nodes[0]), "nodes", "rank 2")
+    raises_naming(invalid, lambda: call_raw(ops, op, s, embeddings=emb[:0]),
+                  "embeddings", "[0,3]")
+    raises_naming(invalid, lambda: call_raw(ops, op, s, embeddings=emb[0]),
+                  "embeddings", "rank 2")
+    raises_naming(invalid, lambda: call_raw(ops, op, s, biases=np.zeros([3], np.float32)),
+                  "biases", f"[{NUM_CLASSES}]", "[3]")
+    raises_naming(invalid, lambda: call_raw(ops, op, s, biases=np.zeros([1, 5], np.float32)),
+                  "biases", "rank 1")
+    for shape in ([2, DIM + 1], [2, DIM - 1], [2, 0]):
+        raises_naming(invalid, lambda: call_raw(ops, op, s, inputs=np.zeros(shape, np.float32)),
+                      "inputs", f"{DIM} columns", "[%d,%d]" % tuple(shape))
+    raises_naming(invalid, lambda: call_raw(ops, op, s, inputs=np.zeros([DIM], np.float32)),
+                  "inputs", "rank 2")
+    for bad in (np.nan, np.inf, -np.inf):
+        inputs = tree["inputs"].copy()
+        inputs[1, 1] = bad
+        raises_naming(invalid, lambda: call_raw(ops, op, s, inputs=inputs),
+                      "inputs", "finite", str(float(bad)), "flat index 4")
+        if fmap in RANDOM_MAPS:
+            omega = tree["omega"].copy()
+            omega[0, 0] = bad
+            raises_naming(invalid, lambda: call_raw(ops, op, s, omega=omega), "omega", "finite")
+    if fmap in RANDOM_MAPS:
+        raises_naming(invalid, lambda: call_raw(ops, op, s, omega=tree["omega"][:, :2]),
+                      "omega", "[4,2]")
+
+
+@pytest.mark.parametrize("op", QUERY_OPS)
+def test_raw_query_ops_reject_bad_class_ids(ops, op):
+    invalid = tf.errors.InvalidArgumentError
+    s = raw_setup(ops)
+    name = IDS_ARG[op]
+    for bad_id in (NUM_CLASSES, -1, I64_MAX, -(2**63)):
+        ids = np.array([[0], [bad_id]], np.int64)
+        raises_naming(invalid, lambda: call_raw(ops, op, s, **{name: ids}),
+                      name, f"[0, {NUM_CLASSES})", f"got {bad_id}", "flat index 1")
+    for shape in ([2], [2, 1, 1], []):
+        raises_naming(invalid, lambda: call_raw(ops, op, s, **{name: np.zeros(shape, np.int64)}),
+                      name, "rank 2")
+    raises_naming(invalid, lambda: call_raw(ops, op, s, **{name: np.zeros([3, 1], np.int64)}),
+                  name, "[3,1]")
+    # Wrong dtype: the generated wrapper refuses to convert a tensor (its
+    # message is TensorFlow's and does not name the input in eager mode).
+    # NumPy arrays are cast by TensorFlow's conversion (float ids truncated):
+    # only the Python API rejects those.
+    for ids in (tf.zeros([2, 1], tf.int32), tf.zeros([2, 1], tf.float32),
+                tf.constant([["0"], ["1"]])):
+        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+            call_raw(ops, op, s, **{name: ids})
+
+
+def test_raw_candidate_sampler_contract(ops):
+    invalid = tf.errors.InvalidArgumentError
+    s = raw_setup(ops)
+    for range_max in (NUM_CLASSES - 1, NUM_CLASSES + 1, 2**62):
+        raises_naming(invalid, lambda: call_raw(ops, "candidate_sampler", s,
+                                                range_max=range_max, unique=False),
+                      "range_max", f"({range_max})", f"({NUM_CLASSES})")
+    raises_naming(invalid, lambda: call_raw(ops, "candidate_sampler", s,
+                                            num_sampled=NUM_CLASSES + 1, unique=True),
+                  "num_sampled", f"({NUM_CLASSES + 1})", "range_max", "unique")
+    raises_naming(invalid, lambda: call_raw(ops, "candidate_sampler", s, num_true=2),
+                  "true_classes", "[2, 2]", "[2,1]")
+    sampled, _, _ = call_raw(ops, "candidate_sampler", s, num_sampled=NUM_CLASSES + 3,
+                             unique=False)
+    assert sampled.shape == (NUM_CLASSES + 3,)
+
+
+@pytest.mark.parametrize("fmap", FEATURE_MAPS)
+@pytest.mark.parametrize("with_biases", [False, True])
+def test_raw_empty_batch(ops, fmap, with_biases):
+    s = raw_setup(ops, fmap, with_biases=with_biases, batch=0)
+    ids, log_q, true_log_q = call_raw(ops, "sample", s, true_classes=np.zeros([0, 2], np.int64),
+                                      num_sampled=4)
+    assert (ids.shape, log_q.shape, true_log_q.shape) == ((0, 4), (0, 4), (0, 2))
+    assert call_raw(ops, "log_prob", s, classes=np.zeros([0, 3], np.int64)).shape == (0, 3)
+    for unique in (False, True):
+        sampled, true_count, sampled_count = call_raw(
+            ops, "candidate_sampler", s, true_classes=np.zeros([0, 2], np.int64), num_true=2,
+            num_sampled=3, unique=unique)
+        assert (sampled.shape, true_count.shape, sampled_count.shape) == ((3,), (0, 2), (3,))
+        assert np.all((sampled.numpy() >= 0) & (sampled.numpy() < NUM_CLASSES))
+    # Zero classes per row is fine too.
+    assert call_raw(ops, "log_prob", s, classes=np.zeros([0, 0], np.int64)).shape == (0, 0)
+    s = raw_setup(ops, fmap, with_biases=with_biases, batch=2)
+    assert call_raw(ops, "log_prob", s, classes=np.zeros([2, 0], np.int64)).shape == (2, 0)
+
+
+def test_raw_nan_embedding_row_read_by_sampling(ops):
+    s = raw_setup(ops, "positive_random", leaf_size=NUM_CLASSES)
+    emb = s["tree"]["embeddings"].copy()
+    emb[2, 0] = np.nan
+    for op in QUERY_OPS:
+        raises_naming(tf.errors.InvalidArgumentError,
+                      lambda: call_raw(ops, op, s, embeddings=emb), "embeddings", "finite")
+
+
+# --------------------------------------------------------------------------
+# Crash cases, each in its own interpreter
+# --------------------------------------------------------------------------
+
+_PRELUDE = textwrap.dedent("""
+    import numpy as np, tensorflow as tf, tf_sampled as tfs
+    ops = tfs.load_ops()
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((5, 3)).astype(np.float32)
+    omega = rng.standard_normal((4, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    no_biases = np.zeros([0], np.float32)
+    attrs = dict(feature_map="positive_random")
+
+    def clean(fn, *names):
+        # A result, or an error naming one of `names`; anything else raises.
+        try:
+            out = fn()
+        except (tf.errors.OpError, ValueError) as error:
+            message = str(error)
+            assert not names or any(n in message for n in names), message
+            print("CLEAN error:", type(error).__name__, message.splitlines()[0][-200:])
+        else:
+            print("CLEAN ok:", [getattr(t, "shape", type(t).__name__)
+                                for t in tf.nest.flatten(out)])
+            return out
+""")
+
+# name -> (body, why it is here)
+CRASH_CASES = {
+    # leaf_size > num_classes is legal (one leaf). (num_classes + leaf_size - 1)
+    # overflows in TreeShape::NumLeaves: for 2 classes, -1 leaves and a CHECK
+    # failure in TensorShape({-2, F}) (SIGABRT); for >= 3 classes, 0 leaves, an
+    # empty [0, F] output, and the build writes row 0 of it (SIGSEGV).
+    "build_leaf_size_int64_max": """
+        clean(lambda: ops.tf_sampled_kernel_tree_build(
+            rows=emb[:2], omega=omega, leaf_size=2**63 - 1, **attrs), "leaf_size")
+    """,
+    # KernelTree::InitState sizes two buffers by leaf_size, not by the classes
+    # in a leaf: std::bad_alloc escapes the op (std::terminate in the thread
+    # pool: SIGABRT).
+    "sample_huge_leaf_size_python_api": """
+        sampler = clean(lambda: tfs.samplers.KernelSampler(
+            tf.constant(emb), feature_map=tfs.features.PositiveRandom(4, seed=0),
+            leaf_size=2**50), "leaf_size")
+        if sampler is not None:
+            out = clean(lambda: sampler.sample(x, 3, true_classes=[[0], [1]]), "leaf_size")
+            if out is not None:
+                assert np.all((out.ids.numpy() >= 0) & (out.ids.numpy() < 5))
+    """,
+    # (One leaf holds all 5 classes for any leaf_size >= 5: same nodes.)
+    "log_prob_huge_leaf_size": """
+        nodes = ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=5, **attrs)
+        clean(lambda: ops.tf_sampled_kernel_tree_log_prob(
+            nodes=nodes, embeddings=emb, biases=no_biases, omega=omega, inputs=x,
+            classes=[[0], [4]], leaf_size=2**50, **attrs), "leaf_size")
+    """,
+    # Same cause; here the bad_alloc reaches pybind11 without the GIL (SIGSEGV).
+    "candidate_sampler_huge_leaf_size": """
+        nodes = ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=5, **attrs)
+        clean(lambda: ops.tf_sampled_kernel_tree_candidate_sampler(
+            nodes=nodes, embeddings=emb, biases=no_biases, omega=omega, inputs=x,
+            true_classes=[[0], [4]], num_true=1, num_sampled=2, unique=True, range_max=5,
+            leaf_size=2**50, **attrs), "leaf_size")
+    """,
+    # TensorShape({batch, num_sampled}) CHECK-fails on the int64 overflow of
+    # 2 * 2**62 elements (SIGABRT) instead of returning a Status.
+    "sample_num_sampled_overflow_python_api": """
+        sampler = tfs.samplers.KernelSampler(
+            tf.constant(emb), feature_map=tfs.features.PositiveRandom(4, seed=0), leaf_size=2)
+        clean(lambda: sampler.sample(x, 2**62), "num_sampled", "OOM", "overflow")
+    """,
+    # std::vector<int64_t>(num_sampled) in Compute: bad_alloc instead of an
+    # allocate_output ResourceExhausted / InvalidArgument (SIGSEGV).
+    "candidate_sampler_huge_num_sampled": """
+        nodes = ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=2, **attrs)
+        clean(lambda: ops.tf_sampled_kernel_tree_candidate_sampler(
+            nodes=nodes, embeddings=emb, biases=no_biases, omega=omega, inputs=x,
+            true_classes=[[0], [4]], num_true=1, num_sampled=2**50, unique=False, range_max=5,
+            leaf_size=2, **attrs), "num_sampled", "OOM", "allocat")
+    """,
+}
+
+
+def _python(script, *args):
+    """Starts `script` in a fresh interpreter (faulthandler on, quiet TF logs)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", script, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc, timeout):
+    """(returncode, stdout, stderr) of a started process; kills it on timeout."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        stderr += f"\n(killed after {timeout} s)"
+    return proc.returncode, stdout, stderr
+
+
+def _describe_exit(code):
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+def _stderr_summary(stderr, tail=15):
+    """The lines that say why a process died, then the end of stderr."""
+    lines = [line for line in stderr.splitlines()
+             if "oneDNN" not in line and "cpu_feature_guard" not in line]
+    why = [line for line in lines if any(key in line for key in (
+        "Check failed", "terminate called", "what():", "Fatal Python error", "Error:"))]
+    return "\n".join(why[:6] + ["..."] + lines[-tail:])
+
+
+@pytest.fixture(scope="module")
+def crash_runs():
+    """All crash cases, started at once (each pays TensorFlow's import)."""
+    procs = {case: _python(_PRELUDE + textwrap.dedent(body))
+             for case, body in CRASH_CASES.items()}
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("case", sorted(CRASH_CASES))
+def test_no_crash(crash_runs, case):
+    code, stdout, stderr = _finish(crash_runs[case], timeout=300)
+    if code != 0 or "CLEAN" not in stdout:
+        pytest.fail(f"{case}: {_describe_exit(code)}\nstdout:\n{stdout[-2000:]}\n"
+                    f"stderr:\n{_stderr_summary(stderr)}", pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# Random malformed calls against every raw op
+# --------------------------------------------------------------------------
+
+FUZZ_SCRIPT = textwrap.dedent('''
+    """Random malformed calls to every raw kernel-tree op: argv = seed, calls.
+
+    Prints each call before making it (the last CALL line before a crash is a
+    reproducer) and a FUZZ SUMMARY line at the end.
+    """
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    import tf_sampled as tfs
+
+    SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
+    lib = tfs.load_ops()
+    rng = np.random.default_rng(SEED)
+    I64_MAX = 2**63 - 1
+    # "Huge" sizes are beyond any address space (an allocation of that many
+    # elements must fail at once) or overflow int64 products; none is needed.
+    HUGE = [2**50, 2**62, I64_MAX]
+    FEATURE_MAPS = []
+    for name in ("quadratic", "random_fourier", "positive_random", "gaussian_moments"):
+        try:
+            tfs.features.get(name)
+            FEATURE_MAPS.append(name)
+        except ValueError:
+            pass
+    RANDOM_MAPS = ("random_fourier", "positive_random")
+    BAD_FLOATS = [np.nan, np.inf, -np.inf, 3e38, -3e38]
+
+
+    def pick(seq):
+        return seq[int(rng.integers(len(seq)))]
+
+
+    def chance(p):
+        return rng.random() < p
+
+
+    def randn(shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+
+    def bad_shape(shape):
+        """A small shape near `shape`: a dim changed, added or dropped."""
+        shape = list(shape)
+        how = pick(["dim", "dim", "add", "drop", "scalar", "zero"])
+        if how == "dim" and shape:
+            i = int(rng.integers(len(shape)))
+            shape[i] = pick([0, 1, shape[i] + 1, max(shape[i] - 1, 0), int(rng.integers(0, 6))])
+        elif how == "add" and len(shape) < 4:
+            shape.insert(int(rng.integers(len(shape) + 1)), int(rng.integers(0, 3)))
+        elif how == "drop" and shape:
+            shape.pop(int(rng.integers(len(shape))))
+        elif how == "scalar":
+            shape = []
+        elif shape:
+            shape[int(rng.integers(len(shape)))] = 0
+        return shape
+
+
+    def float_arg(value, dtype=np.float32):
+        """A malformed version of the valid array `value`."""
+        value = np.asarray(value, dtype)
+        how = pick(["shape", "nonfinite", "nonfinite", "dtype", "empty"])
+        if how == "shape":
+            return np.asarray(rng.standard_normal(bad_shape(value.shape)), dtype)
+        if how == "nonfinite":
+            value = value.copy()
+            if value.size:
+                value.flat[int(rng.integers(value.size))] = pick(BAD_FLOATS)
+            return value
+        if how == "dtype":
+            return value.astype(pick([np.float64, np.float32, np.int32, np.int64]))
+        return np.zeros([0] + list(value.shape[1:]), dtype)
+
+
+    def id_arg(value, num_classes):
+        """A malformed version of the valid class ids `value`."""
+        value = np.asarray(value, np.int64)
+        how = pick(["value", "value", "value", "shape", "dtype"])
+        if how == "value":
+            value = value.copy()
+            if value.size:
+                value.flat[int(rng.integers(value.size))] = pick(
+                    [-1, num_classes, num_classes + 1, -(2**63), I64_MAX, 2**40, -7])
+            return value
+        if how == "shape":
+            return rng.integers(-2, num_classes + 2, size=bad_shape(value.shape)).astype(np.int64)
+        return value.astype(pick([np.int32, np.float32, np.uint8]))
+
+
+    def maybe(p, valid, bad):
+        return bad() if chance(p) else valid
+
+
+    def attrs(s, rows=False):
+        a = {"feature_map": s["fmap"], "alpha": float(pick([1.0, 100.0])),
+             "temperature": float(pick([0.5, 1.0])), "leaf_size": s["leaf"]}
+        if rows:  # build and update: whether the last column of rows is a bias
+            a["has_bias"] = s["has_biases"] if chance(0.9) else not s["has_biases"]
+        if chance(0.15):
+            a["leaf_size"] = pick([0, -1, -(2**63), 100] + HUGE)
+        if chance(0.1):
+            a["temperature"] = pick([0.0, -1.0, np.nan, np.inf, 1e-30, 1e30])
+        if chance(0.1):
+            a["alpha"] = pick([0.0, -1.0, np.nan, np.inf, 1e-30, 1e30])
+        if chance(0.05):
+            a["feature_map"] = pick(["bogus", "", "Quadratic"])
+        return a
+
+
+    def setup():
+        """A small valid table and its tree."""
+        c, d, m = int(rng.integers(1, 10)), int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        fmap = pick(FEATURE_MAPS)
+        has_biases = bool(chance(0.5))
+        fmap_obj = tfs.features.get(fmap)
+        width = (fmap_obj.feature_dim(d + has_biases, has_biases)
+                 if hasattr(fmap_obj, "feature_dim") else d + has_biases)
+        leaf = int(rng.integers(1, 5))
+        emb = randn((c, d))
+        biases = randn((c,)) if has_biases else np.zeros([0], np.float32)
+        omega = (randn((m, width)) if fmap in RANDOM_MAPS or chance(0.5)
+                 else np.zeros([0, width], np.float32))
+        rows = np.concatenate([emb, biases[:, None]], 1) if has_biases else emb
+        nodes = lib.tf_sampled_kernel_tree_build(
+            rows=rows, omega=omega, feature_map=fmap, leaf_size=leaf,
+            has_bias=has_biases).numpy()
+        return dict(c=c, d=d, fmap=fmap, leaf=leaf, emb=emb, biases=biases, omega=omega,
+                    has_biases=has_biases, rows=rows, nodes=nodes,
+                    inputs=randn((int(rng.integers(0, 4)), d)))
+
+
+    def tree_args(s, p):
+        nodes = s["nodes"]
+        if chance(p):
+            how = pick(["shape", "nonfinite", "dtype", "negative"])
+            if how == "shape":
+                nodes = rng.standard_normal(bad_shape(nodes.shape))
+            elif how == "nonfinite":
+                nodes = float_arg(nodes, np.float64)
+            elif how == "dtype":
+                nodes = nodes.astype(np.float32)
+            else:
+                nodes = -np.abs(nodes) * 1e300
+        return dict(
+            nodes=nodes,
+            embeddings=maybe(p, s["emb"], lambda: float_arg(s["emb"])),
+            biases=maybe(p, s["biases"], lambda: float_arg(
+                s["biases"] if s["biases"].size else randn((s["c"],)))),
+            omega=maybe(p, s["omega"], lambda: float_arg(s["omega"])),
+            inputs=maybe(p, s["inputs"], lambda: float_arg(s["inputs"])),
+        )
+
+
+    def seeds():
+        if chance(0.1):
+            return dict(seed=int(pick([-1, I64_MAX, -(2**63)])), seed2=int(rng.integers(-5, 5)))
+        return dict(seed=int(rng.integers(0, 100)), seed2=int(rng.integers(0, 100)))
+
+
+    def num_sampled_attr():
+        if chance(0.2):
+            return pick([0, -1, -(2**63)] + HUGE)
+        return int(rng.integers(1, 7))
+
+
+    def call_build(s, p):
+        return dict(rows=maybe(p, s["rows"], lambda: float_arg(s["rows"])),
+                    omega=maybe(p, s["omega"], lambda: float_arg(s["omega"])),
+                    **attrs(s, rows=True))
+
+
+    def call_update(s, p):
+        ids = rng.integers(0, s["c"], size=int(rng.integers(0, 4))).astype(np.int64)
+        old, new = s["rows"][ids], randn(s["rows"][ids].shape)
+        num_classes = np.int64(s["c"])
+        if chance(p):
+            num_classes = pick([np.int64(0), np.int64(-1), np.int64(I64_MAX), np.int64(2**62),
+                                np.array([s["c"]], np.int64), np.int32(s["c"])])
+        return dict(ids=maybe(p, ids, lambda: id_arg(ids, s["c"])),
+                    old_rows=maybe(p, old, lambda: float_arg(old)),
+                    new_rows=maybe(p, new, lambda: float_arg(new)),
+                    omega=maybe(p, s["omega"], lambda: float_arg(s["omega"])),
+                    num_classes=num_classes, **attrs(s, rows=True))
+
+
+    def call_sample(s, p):
+        truth = rng.integers(0, s["c"], size=(len(s["inputs"]), int(rng.integers(0, 3))))
+        return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
+                    num_sampled=num_sampled_attr(), **seeds(), **tree_args(s, p), **attrs(s))
+
+
+    def call_log_prob(s, p):
+        classes = rng.integers(0, s["c"], size=(len(s["inputs"]), int(rng.integers(0, 4))))
+        return dict(classes=maybe(p, classes, lambda: id_arg(classes, s["c"])),
+                    **tree_args(s, p), **attrs(s))
+
+
+    def call_candidate_sampler(s, p):
+        num_true = int(rng.integers(1, 3))
+        truth = rng.integers(0, s["c"], size=(len(s["inputs"]), num_true))
+        unique = bool(chance(0.5))
+        num_sampled = num_sampled_attr()
+        if unique and chance(0.3):
+            num_sampled = s["c"] + int(rng.integers(1, 3))  # > range_max
+        elif unique and s["c"] < num_sampled < 2**40:
+            num_sampled = s["c"]
+        range_max = s["c"]
+        if chance(p):
+            range_max = pick([0, -1, s["c"] + 1, max(s["c"] - 1, 1), 2**62, I64_MAX])
+        if chance(p):
+            num_true = pick([0, -1, num_true + 1, 2**62])
+        return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
+                    num_true=num_true, num_sampled=num_sampled, unique=unique,
+                    range_max=range_max, **seeds(), **tree_args(s, p), **attrs(s))
+
+
+    def describe(kwargs):
+        parts = []
+        for key, value in kwargs.items():
+            if isinstance(value, np.ndarray):
+                text = f"{value.dtype.name}{list(value.shape)}"
+                if value.size and value.size <= 8:
+                    text += "=" + np.array2string(value.ravel(), separator=",", precision=3)
+                elif value.size and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                    text += "(non-finite)"
+                parts.append(f"{key}={text}")
+            else:
+                parts.append(f"{key}={value!r}")
+        return ", ".join(parts)
+
+
+    OPS = [("build", lib.tf_sampled_kernel_tree_build, call_build),
+           ("update", lib.tf_sampled_kernel_tree_update, call_update),
+           ("sample", lib.tf_sampled_kernel_tree_sample, call_sample),
+           ("log_prob", lib.tf_sampled_kernel_tree_log_prob, call_log_prob),
+           ("candidate_sampler", lib.tf_sampled_kernel_tree_candidate_sampler,
+            call_candidate_sampler)]
+    counts = {name: [0, 0] for name, _, _ in OPS}
+    bad_outputs = []
+    for i in range(NUM_CALLS):
+        s = setup()
+        name, op, make = OPS[i % len(OPS)]
+        kwargs = make(s, p=pick([0.05, 0.15, 0.3, 0.5]))
+        print(f"CALL {i} {name}(C={s['c']}: {describe(kwargs)})", flush=True)
+        try:
+            out = op(**kwargs)
+        except (tf.errors.OpError, ValueError, TypeError):
+            counts[name][1] += 1
+            continue
+        counts[name][0] += 1
+        if name in ("sample", "candidate_sampler"):  # what it accepted must be in range
+            ids = out[0].numpy()
+            if ids.size and (ids.min() < 0 or ids.max() >= s["c"]):
+                bad_outputs.append(f"call {i}: {name} returned ids outside [0, {s['c']})")
+
+    for line in bad_outputs:
+        print("BAD OUTPUT", line)
+    ok = sum(v[0] for v in counts.values())
+    print(f"FUZZ SUMMARY calls={NUM_CALLS} ok={ok} errors={NUM_CALLS - ok} "
+          f"bad_outputs={len(bad_outputs)} "
+          + " ".join(f"{k}:ok={v[0]},err={v[1]}" for k, v in counts.items()), flush=True)
+    sys.exit(1 if bad_outputs else 0)
+''')
+
+FUZZ_SEED, FUZZ_CALLS = 1234, 400
+
+
+def test_fuzz_raw_ops_never_kill_the_process():
+    code, stdout, stderr = _finish(_python(FUZZ_SCRIPT, str(FUZZ_SEED), str(FUZZ_CALLS)),
+                                   timeout=300)
+    calls = [line for line in stdout.splitlines() if line.startswith("CALL ")]
+    summary = [line for line in stdout.splitlines() if line.startswith("FUZZ SUMMARY")]
+    if code != 0 or not summary:
+        pytest.fail(f"fuzz (seed {FUZZ_SEED}) {_describe_exit(code)} after {len(calls)} calls; "
+                    f"last call:\n{calls[-1] if calls else '(none)'}\n"
+                    f"stdout tail:\n{stdout[-1500:]}\nstderr:\n{_stderr_summary(stderr)}",
+                    pytrace=False)
+    assert len(calls) == FUZZ_CALLS
+    # Each op was exercised, and not only through its error paths.
+    for name in RAW_OPS:
+        ok = int(summary[0].split(f"{name}:ok=")[1].split(",")[0])
+        assert ok > 0, summary[0]
