@@ -641,7 +641,8 @@ def test_raw_nan_embedding_row_read_by_sampling(ops):
 
 _PRELUDE = textwrap.dedent("""
     import numpy as np, tensorflow as tf, tf_sampled as tfs
-    ops = tfs.load_ops()
+    from raw_ops import RawOps
+    ops = RawOps(tfs.load_ops())
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((5, 3)).astype(np.float32)
     omega = rng.standard_normal((4, 3)).astype(np.float32)
@@ -721,7 +722,9 @@ CRASH_CASES = {
 
 def _python(script, *args):
     """Starts `script` in a fresh interpreter (faulthandler on, quiet TF logs)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))  # for raw_ops
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", script, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -790,7 +793,8 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tf_sampled as tfs
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    lib = tfs.load_ops()
+    from raw_ops import RawOps
+    lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
     I64_MAX = 2**63 - 1
     # "Huge" sizes are beyond any address space (an allocation of that many

@@ -4,13 +4,18 @@
 #ifndef TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
 #define TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "custom_ops/core/feature_map.h"
 #include "custom_ops/core/kernel_tree.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
 
@@ -121,8 +126,62 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   return absl::OkStatus();
 }
 
+// The variables a sampling op reads in place (the class table can be GBs: a
+// dense read of a variable in copy-on-read mode, which any sparse update
+// turns on, would copy it on every call). Holds shared locks on them for the
+// op's lifetime, taken in address order like TensorFlow's training ops take
+// theirs, so lock order cannot deadlock.
+class LockedVariables {
+ public:
+  absl::Status Lock(OpKernelContext* ctx,
+                    const std::vector<std::pair<int, const char*>>& inputs) {
+    for (const auto& [index, name] : inputs) {
+      ::tensorflow::core::RefCountPtr<::tensorflow::Var> var;
+      const absl::Status status =
+          ::tensorflow::LookupResource(ctx, ::tensorflow::HandleFromInput(ctx, index), &var);
+      if (!status.ok()) {
+        return errors::InvalidArgument(name, " must be a variable handle: ",
+                                       status.message());
+      }
+      vars_.push_back(std::move(var));
+    }
+    std::vector<::tensorflow::Var*> order;
+    for (const auto& var : vars_) order.push_back(var.get());
+    std::sort(order.begin(), order.end());
+    order.erase(std::unique(order.begin(), order.end()), order.end());
+    for (::tensorflow::Var* var : order) {
+      locks_.push_back(std::make_unique<::tensorflow::tf_shared_lock>(*var->mu()));
+    }
+    for (size_t i = 0; i < vars_.size(); ++i) {
+      if (!vars_[i]->is_initialized) {
+        return errors::InvalidArgument(inputs[i].second,
+                                       " is an uninitialized variable");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The i-th locked variable's value; valid while this object lives.
+  const Tensor& tensor(int i) const { return *vars_[i]->tensor(); }
+
+ private:
+  std::vector<::tensorflow::core::RefCountPtr<::tensorflow::Var>> vars_;
+  std::vector<std::unique_ptr<::tensorflow::tf_shared_lock>> locks_;
+};
+
+inline absl::Status CheckDtype(const Tensor& t, ::tensorflow::DataType dtype,
+                               const char* name) {
+  if (t.dtype() != dtype) {
+    return errors::InvalidArgument(name, " must be ",
+                                   ::tensorflow::DataTypeString(dtype), ", got ",
+                                   ::tensorflow::DataTypeString(t.dtype()));
+  }
+  return absl::OkStatus();
+}
+
 // Everything the sampling ops read: the tree, the current class table and the
-// queries. Inputs 0..4 are nodes, embeddings, biases, omega, inputs.
+// queries. Inputs 0..4 are nodes, embeddings, biases (variable handles, read
+// in place under `variables`), omega, inputs.
 struct TreeInputs {
   FeatureMapSpec spec;
   TreeShape shape;
@@ -131,10 +190,17 @@ struct TreeInputs {
   const float* inputs = nullptr;
   int64_t batch = 0;
 
+  LockedVariables variables;
+
   absl::Status Parse(OpKernelContext* ctx, const FeatureAttrs& attrs) {
-    const Tensor& nodes_t = ctx->input(0);
-    const Tensor& embeddings = ctx->input(1);
-    const Tensor& biases = ctx->input(2);
+    TF_RETURN_IF_ERROR(variables.Lock(
+        ctx, {{0, "nodes"}, {1, "embeddings"}, {2, "biases"}}));
+    const Tensor& nodes_t = variables.tensor(0);
+    const Tensor& embeddings = variables.tensor(1);
+    const Tensor& biases = variables.tensor(2);
+    TF_RETURN_IF_ERROR(CheckDtype(nodes_t, ::tensorflow::DT_DOUBLE, "nodes"));
+    TF_RETURN_IF_ERROR(CheckDtype(embeddings, ::tensorflow::DT_FLOAT, "embeddings"));
+    TF_RETURN_IF_ERROR(CheckDtype(biases, ::tensorflow::DT_FLOAT, "biases"));
     const Tensor& omega = ctx->input(3);
     const Tensor& inputs_t = ctx->input(4);
     TF_RETURN_IF_ERROR(CheckRank(embeddings, 2, "embeddings"));

@@ -65,24 +65,20 @@ node_ids (e.g. with a scatter-add) to update the tree.
 )doc");
 
 // Checks the inputs shared by the sampling ops and returns the batch size.
+// nodes, embeddings and biases are variable handles (read in place), so
+// their shapes are checked by the kernels.
 static absl::Status TreeInputsShape(InferenceContext* c, DimensionHandle* batch) {
-  ShapeHandle nodes, embeddings, biases, omega, inputs;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &nodes));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &embeddings));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &biases));
+  ShapeHandle omega, inputs;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &omega));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &inputs));
-  DimensionHandle unused;
-  TF_RETURN_IF_ERROR(
-      c->Merge(c->Dim(inputs, 1), c->Dim(embeddings, 1), &unused));
   *batch = c->Dim(inputs, 0);
   return absl::OkStatus();
 }
 
 REGISTER_OP("TfSampled>KernelTreeSample")
-    .Input("nodes: double")
-    .Input("embeddings: float")
-    .Input("biases: float")
+    .Input("nodes: resource")
+    .Input("embeddings: resource")
+    .Input("biases: resource")
     .Input("omega: float")
     .Input("inputs: float")
     .Input("true_classes: int64")
@@ -113,9 +109,9 @@ tree's proposal q(.|inputs[b]), with exact log q, and log q of the true classes.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeLogProb")
-    .Input("nodes: double")
-    .Input("embeddings: float")
-    .Input("biases: float")
+    .Input("nodes: resource")
+    .Input("embeddings: resource")
+    .Input("biases: resource")
     .Input("omega: float")
     .Input("inputs: float")
     .Input("classes: int64")
@@ -135,9 +131,9 @@ log q(classes[b, k] | inputs[b]) under the kernel tree's proposal.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
-    .Input("nodes: double")
-    .Input("embeddings: float")
-    .Input("biases: float")
+    .Input("nodes: resource")
+    .Input("embeddings: resource")
+    .Input("biases: resource")
     .Input("omega: float")
     .Input("inputs: float")
     .Input("true_classes: int64")

@@ -8,6 +8,14 @@ from tf_sampled.samplers import base
 DEFAULT_LEAF_SIZE = 128
 
 
+def _as_float32_variable(value, name):
+    """The variable itself when it is a float32 variable, else a constant copy."""
+    if isinstance(value, tf.Variable) and value.dtype == tf.float32:
+        return value
+    return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
+                       name=name)
+
+
 class KernelSampler(base.Sampler):
     """Samples classes from q(i | h) proportional to a kernel K([h, 1], [w_i, b_i]).
 
@@ -27,15 +35,16 @@ class KernelSampler(base.Sampler):
       omega: the feature map's projections.
 
     Args:
-      embeddings: [num_classes, dim] class embeddings (a `tf.Variable`, read at
-        every call, or a tensor).
+      embeddings: [num_classes, dim] class embeddings: a float32 `tf.Variable`,
+        read in place at every call (never copied), or a tensor (copied into
+        a non-trainable variable once).
       feature_map: a `tf_sampled.features.FeatureMap` or its name; defaults to
         `PositiveRandom(128)`, which targets the model's softmax exp(h.w + b).
       leaf_size: classes per leaf (evaluated exactly). Larger leaves give a
         proposal closer to the kernel at a cost of leaf_size * dim per
         distinct leaf drawn.
-      biases: optional [num_classes] class biases; the proposal then targets
-        exp(h . w + b).
+      biases: optional [num_classes] class biases (variable or tensor, as
+        embeddings); the proposal then targets exp(h . w + b).
       name: module name.
     """
 
@@ -62,6 +71,11 @@ class KernelSampler(base.Sampler):
         self._attrs = dict(self.feature_map.op_attrs(), leaf_size=self.leaf_size)
         self._library = _ops.load_ops()
         with self.name_scope:
+            # The ops read the table in place through variable handles (a
+            # dense read of a variable that saw a sparse update copies it).
+            self._table = _as_float32_variable(embeddings, "embeddings")
+            self._bias_table = (tf.Variable(tf.zeros([0]), trainable=False, name="no_biases")
+                                if biases is None else _as_float32_variable(biases, "biases"))
             self.omega = tf.Variable(self.feature_map.projections(self.feature_dim),
                                      trainable=False, name="omega")
             self.rows = tf.Variable(self._current_rows(), trainable=False, name="rows")
@@ -81,17 +95,16 @@ class KernelSampler(base.Sampler):
                 "rows": self.num_classes * self.row_dim * 4}
 
     def _current_rows(self):
-        rows = tf.convert_to_tensor(self.embeddings, tf.float32)
+        rows = tf.convert_to_tensor(self._table)
         if self.biases is None:
             return rows
-        return tf.concat([rows, tf.convert_to_tensor(self.biases, tf.float32)[:, None]], 1)
+        return tf.concat([rows, tf.convert_to_tensor(self._bias_table)[:, None]], 1)
 
     def _gather_current_rows(self, ids):
-        rows = tf.gather(self.embeddings, ids)
+        rows = tf.gather(self._table, ids)
         if self.biases is None:
-            return tf.cast(rows, tf.float32)
-        return tf.concat([tf.cast(rows, tf.float32),
-                          tf.cast(tf.gather(self.biases, ids), tf.float32)[:, None]], 1)
+            return rows
+        return tf.concat([rows, tf.gather(self._bias_table, ids)[:, None]], 1)
 
     def _build(self, rows):
         return self._library.tf_sampled_kernel_tree_build(
@@ -105,10 +118,9 @@ class KernelSampler(base.Sampler):
             raise ValueError(
                 f"inputs must have shape [batch, {self.dim}] to match embeddings "
                 f"[{self.num_classes}, {self.dim}], got {inputs.shape}")
-        biases = (tf.zeros([0], tf.float32) if self.biases is None
-                  else tf.convert_to_tensor(self.biases, tf.float32))
-        return dict(nodes=self.nodes, embeddings=tf.convert_to_tensor(self.embeddings, tf.float32),
-                    biases=biases, omega=self.omega, inputs=tf.cast(inputs, tf.float32))
+        return dict(nodes=self.nodes.handle, embeddings=self._table.handle,
+                    biases=self._bias_table.handle, omega=self.omega,
+                    inputs=tf.cast(inputs, tf.float32))
 
     def sample(self, inputs, num_sampled, true_classes=None, seed=None):
         base.check_count("num_sampled", num_sampled)
