@@ -90,44 +90,67 @@ void KernelTree::SetQuery(const float* h, QueryState* state) const {
                 state->scratch.data());
 }
 
-void KernelTree::SetMixtureQuery(const float* h, int64_t batch,
-                                 QueryState* state) const {
-  std::vector<float> mean_h(table_.d, 0.0f);
-  if (batch == 0 || !IsLinearInQuery(spec_)) {
-    // No mixture identity: the shared query is the batch's mean input.
-    std::vector<double> sum(table_.d, 0.0);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t k = 0; k < table_.d; ++k) sum[k] += h[b * table_.d + k];
+void KernelTree::MixtureSums::Merge(const MixtureSums& other) {
+  for (size_t j = 0; j < weighted.size(); ++j) weighted[j] += other.weighted[j];
+  for (size_t j = 0; j < plain.size(); ++j) plain[j] += other.plain[j];
+  for (size_t k = 0; k < x.size(); ++k) x[k] += other.x[k];
+  total_weight += other.total_weight;
+  count += other.count;
+}
+
+KernelTree::MixtureSums KernelTree::NewMixtureSums() const {
+  MixtureSums sums;
+  const int64_t size = IsLinearInQuery(spec_) ? QuerySize(spec_) : 0;
+  sums.weighted.assign(size, 0.0);
+  sums.plain.assign(size, 0.0);
+  sums.x.assign(spec_.dim, 0.0);
+  return sums;
+}
+
+void KernelTree::AddToMixture(const float* h, int64_t begin, int64_t end,
+                              QueryState* scratch, MixtureSums* sums) const {
+  const bool linear = IsLinearInQuery(spec_);
+  for (int64_t b = begin; b < end; ++b) {
+    SetQuery(h + b * table_.d, scratch);
+    for (int64_t k = 0; k < spec_.dim; ++k) sums->x[k] += scratch->x[k];
+    ++sums->count;
+    if (!linear) continue;
+    const double mass = DotDouble(scratch->phi.data(), nodes_ + num_features_,
+                                  num_features_);
+    const double weight = (mass > 0 && std::isfinite(mass)) ? 1.0 / mass : 0.0;
+    sums->total_weight += weight;
+    for (size_t j = 0; j < sums->plain.size(); ++j) {
+      sums->weighted[j] += weight * scratch->phi[j];
+      sums->plain[j] += scratch->phi[j];
     }
+  }
+}
+
+void KernelTree::SetMixtureQuery(const MixtureSums& sums,
+                                 QueryState* state) const {
+  const double n = sums.count > 0 ? double(sums.count) : 1.0;
+  if (!IsLinearInQuery(spec_)) {
+    // No mixture identity: the shared query is the batch's mean input.
+    std::vector<float> mean_h(table_.d);
     for (int64_t k = 0; k < table_.d; ++k) {
-      mean_h[k] = batch > 0 ? static_cast<float>(sum[k] / batch) : 0.0f;
+      mean_h[k] = static_cast<float>(sums.x[k] / n);
     }
     SetQuery(mean_h.data(), state);
     return;
   }
-  const int64_t size = state->phi.size();
-  std::vector<double> mixture(size, 0.0), plain(size, 0.0);
-  std::vector<double> mean_x(spec_.dim, 0.0);
-  double total_weight = 0;
-  for (int64_t b = 0; b < batch; ++b) {
-    SetQuery(h + b * table_.d, state);
-    const double mass = DotDouble(state->phi.data(), nodes_ + num_features_,
-                                  num_features_);
-    const double weight = (mass > 0 && std::isfinite(mass)) ? 1.0 / mass : 0.0;
-    total_weight += weight;
-    for (int64_t j = 0; j < size; ++j) {
-      mixture[j] += weight * state->phi[j];
-      plain[j] += state->phi[j];
-    }
-    for (int64_t k = 0; k < spec_.dim; ++k) mean_x[k] += state->x[k];
+  if (sums.count == 0) {
+    const std::vector<float> zeros(table_.d, 0.0f);
+    SetQuery(zeros.data(), state);
+    return;
   }
   // Without any positive root mass (random Fourier can give that) the
   // normalisation is undefined; fall back to the plain feature average.
-  const std::vector<double>& chosen = total_weight > 0 ? mixture : plain;
-  for (int64_t j = 0; j < size; ++j) state->phi[j] = chosen[j] / batch;
+  const std::vector<double>& chosen =
+      sums.total_weight > 0 ? sums.weighted : sums.plain;
+  for (size_t j = 0; j < chosen.size(); ++j) state->phi[j] = chosen[j] / n;
   state->x_sq = 0;
   for (int64_t k = 0; k < spec_.dim; ++k) {
-    state->x[k] = static_cast<float>(mean_x[k] / batch);
+    state->x[k] = static_cast<float>(sums.x[k] / n);
     state->x_sq += double(state->x[k]) * state->x[k];
   }
 }

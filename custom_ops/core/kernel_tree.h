@@ -114,7 +114,21 @@ class KernelTree {
   // exactly the mixture of the per-example leaf distributions for
   // non-negative features, and in-leaf kernels at the mean augmented input.
   // Gaussian moments: the query of the mean input.
-  void SetMixtureQuery(const float* h, int64_t batch, QueryState* state) const;
+  // Built in two steps so that the per-input part can run in parallel:
+  // AddToMixture over disjoint ranges of inputs (each with its own sums and
+  // scratch state), then SetMixtureQuery on the merged sums.
+  struct MixtureSums {
+    std::vector<double> weighted;  // sum_b phi(x_b) / (phi(x_b).z(root))
+    std::vector<double> plain;     // sum_b phi(x_b)
+    std::vector<double> x;         // sum_b x_b (augmented)
+    double total_weight = 0;
+    int64_t count = 0;
+    void Merge(const MixtureSums& other);
+  };
+  MixtureSums NewMixtureSums() const;
+  void AddToMixture(const float* h, int64_t begin, int64_t end,
+                    QueryState* scratch, MixtureSums* sums) const;
+  void SetMixtureQuery(const MixtureSums& sums, QueryState* state) const;
 
   // Draws `num_sampled` classes iid from q(.|query) by splitting the draws
   // down the tree (one binomial per node visited), in random order. Returns

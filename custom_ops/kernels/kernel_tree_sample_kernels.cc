@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 #include "tensorflow/core/util/guarded_philox_random.h"
 
@@ -34,13 +35,16 @@ absl::Status NonFiniteRowError(int64_t query) {
       query, " holds a NaN/Inf value (or its logit overflows)");
 }
 
-// Work estimate for one query: descending S draws and reading their leaves.
-int64_t QueryCost(const TreeInputs& in, int64_t draws) {
+// Work estimate for one draw (or one log q): a descent and a leaf's kernels.
+int64_t DrawCost(const TreeInputs& in) {
   const int64_t depth = 1 + static_cast<int64_t>(
                                 std::log2(double(in.shape.NumLeaves()) + 1));
-  return draws * (2 * depth * in.spec.NumFeatures() +
-                  in.shape.leaf_size * in.table.d) +
-         in.spec.num_omega * in.spec.dim;
+  return 2 * depth * in.spec.NumFeatures() + in.shape.MaxLeafSize() * in.table.d;
+}
+
+// Work estimate for one query: its features and `draws` draws.
+int64_t QueryCost(const TreeInputs& in, int64_t draws) {
+  return draws * DrawCost(in) + in.spec.num_omega * in.spec.dim;
 }
 
 }  // namespace
@@ -214,7 +218,17 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
     QueryState state;
     tree.InitState(&state);
-    tree.SetMixtureQuery(in.inputs, in.batch, &state);
+    KernelTree::MixtureSums sums = tree.NewMixtureSums();
+    absl::Mutex sums_mu;
+    ParallelFor(ctx, in.batch, QueryCost(in, 0), [&](int64_t begin, int64_t end) {
+      QueryState scratch;
+      tree.InitState(&scratch);
+      KernelTree::MixtureSums part = tree.NewMixtureSums();
+      tree.AddToMixture(in.inputs, begin, end, &scratch, &part);
+      absl::MutexLock lock(&sums_mu);
+      sums.Merge(part);
+    });
+    tree.SetMixtureQuery(sums, &state);
     Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
     int64_t num_tries = num_sampled_;
     if (!unique_) {
@@ -224,10 +238,18 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       OP_REQUIRES_OK(ctx, SampleUnique(tree, &state, &rng, sampled,
                                        sampled_log_q, &num_tries));
     }
-    OP_REQUIRES(ctx,
-                tree.LogProb(&state, true_classes.flat<int64_t>().data(),
-                             in.batch * num_true_, true_log_q),
-                NonFiniteRowError(0));
+    // The true classes' log q under the shared query, in parallel chunks.
+    const int64_t* truth = true_classes.flat<int64_t>().data();
+    ShardFailure failure;
+    ParallelFor(ctx, in.batch * num_true_, DrawCost(in),
+                [&](int64_t begin, int64_t end) {
+                  QueryState local = state;
+                  if (!tree.LogProb(&local, truth + begin, end - begin,
+                                    true_log_q + begin)) {
+                    failure.Record(begin);
+                  }
+                });
+    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(0));
     for (int64_t i = 0; i < num_sampled_; ++i) {
       sampled_log_q[i] = ExpectedCount(sampled_log_q[i], num_tries);
     }
