@@ -1,5 +1,6 @@
 """Incremental refresh: equal to a full rebuild, and free of drift."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
@@ -73,3 +74,17 @@ def test_stale_tree_still_returns_the_exact_log_q():
     np.testing.assert_allclose(cands.log_q.numpy(), np.take_along_axis(ref, cands.ids.numpy(), 1),
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.exp(ref).sum(1), 1.0, rtol=1e-9)
+
+
+def test_without_snapshot_only_full_refresh_is_allowed():
+    rng = np.random.RandomState(9)
+    W = tf.Variable(rng.normal(size=(NUM_CLASSES, DIM)).astype(np.float32))
+    sampler = tfs.samplers.KernelSampler(W, feature_map=tfs.features.PositiveRandom(16, seed=1),
+                                         leaf_size=9, incremental=False)
+    assert sampler.memory_bytes()["rows"] == 0
+    W.assign(W * 0.5)
+    sampler.refresh()
+    expected = tfs.samplers.KernelSampler(W, feature_map=sampler.feature_map, leaf_size=9)
+    assert_nodes_close(sampler.nodes.numpy(), expected.nodes.numpy())
+    with pytest.raises(ValueError, match="incremental"):
+        sampler.refresh([1, 2])

@@ -248,3 +248,19 @@ def test_memory_is_small_at_default_leaf_size():
                                          biases=tf.Variable(tf.zeros([10_000])))
     table_bytes = 10_000 * 128 * 4
     assert sampler.memory_bytes()["nodes"] <= table_bytes / 2
+
+
+def test_keras_variables_and_constant_tables_are_read_in_place_or_copied_once():
+    import keras
+    table = np.random.RandomState(3).normal(size=(NUM_CLASSES, DIM)).astype(np.float32)
+    h = queries()
+    fmap = MAPS["positive"]()
+    keras_table = keras.Variable(table)
+    from_keras = tfs.samplers.KernelSampler(keras_table, feature_map=fmap, leaf_size=16)
+    from_constant = tfs.samplers.KernelSampler(tf.constant(table), feature_map=fmap, leaf_size=16)
+    ids = np.tile(np.arange(NUM_CLASSES), (3, 1))
+    np.testing.assert_allclose(from_keras.log_prob(h, ids).numpy(),
+                               from_constant.log_prob(h, ids).numpy(), rtol=1e-6)
+    keras_table.assign(table * 2.0)  # read in place: the in-leaf kernels follow
+    assert not np.allclose(from_keras.log_prob(h, ids).numpy(),
+                           from_constant.log_prob(h, ids).numpy(), rtol=1e-3)

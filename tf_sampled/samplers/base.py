@@ -38,8 +38,7 @@ def as_class_matrix(classes, name, batch=None):
         classes = classes[:, None]
     if classes.shape.rank != 2:
         raise ValueError(f"{name} must have shape [batch, n], got {classes.shape}")
-    if batch is not None and classes.shape[0] is not None and batch is not None \
-            and classes.shape[0] != batch:
+    if batch is not None and classes.shape[0] is not None and classes.shape[0] != batch:
         raise ValueError(f"{name} must have {batch} rows like inputs, got shape {classes.shape}")
     return classes
 

@@ -10,6 +10,10 @@ DEFAULT_LEAF_SIZE = 128
 
 def _as_float32_variable(value, name):
     """The variable itself when it is a float32 variable, else a constant copy."""
+    # A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable.
+    inner = getattr(value, "value", None)
+    if not isinstance(value, tf.Variable) and isinstance(inner, tf.Variable):
+        value = inner
     if isinstance(value, tf.Variable) and value.dtype == tf.float32:
         return value
     return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
@@ -31,7 +35,8 @@ class KernelSampler(base.Sampler):
     State (non-trainable variables, checkpointed with the sampler):
       nodes: [2 N, F] float64 node sums, N = ceil(num_classes / leaf_size).
       rows: [num_classes, dim (+1)] float32 snapshot of the rows the tree
-        holds, so `refresh(ids)` can subtract their old features.
+        holds, so `refresh(ids)` can subtract their old features (None with
+        incremental=False).
       omega: the feature map's projections.
 
     Args:
@@ -45,11 +50,14 @@ class KernelSampler(base.Sampler):
         distinct leaf drawn.
       biases: optional [num_classes] class biases (variable or tensor, as
         embeddings); the proposal then targets exp(h . w + b).
+      incremental: keep the row snapshot that `refresh(ids)` needs (memory of
+        one more table). False keeps only the node sums (about 4 F / (leaf_size
+        dim) of the table) and allows full `refresh()` only.
       name: module name.
     """
 
     def __init__(self, embeddings, feature_map=None, leaf_size=DEFAULT_LEAF_SIZE,
-                 biases=None, name=None):
+                 biases=None, incremental=True, name=None):
         shape = embeddings.shape
         if shape.rank != 2 or shape[0] is None or shape[1] is None:
             raise ValueError(
@@ -78,8 +86,10 @@ class KernelSampler(base.Sampler):
                                 if biases is None else _as_float32_variable(biases, "biases"))
             self.omega = tf.Variable(self.feature_map.projections(self.feature_dim),
                                      trainable=False, name="omega")
-            self.rows = tf.Variable(self._current_rows(), trainable=False, name="rows")
-            self.nodes = tf.Variable(self._build(self.rows), trainable=False, name="nodes")
+            rows = self._current_rows()
+            self.rows = (tf.Variable(rows, trainable=False, name="rows") if incremental
+                         else None)
+            self.nodes = tf.Variable(self._build(rows), trainable=False, name="nodes")
 
     @property
     def num_leaves(self):
@@ -92,7 +102,7 @@ class KernelSampler(base.Sampler):
     def memory_bytes(self):
         """Bytes of state: {"nodes": tree node sums, "rows": refresh snapshot}."""
         return {"nodes": 2 * self.num_leaves * self.num_features * 8,
-                "rows": self.num_classes * self.row_dim * 4}
+                "rows": self.num_classes * self.row_dim * 4 if self.rows is not None else 0}
 
     def _current_rows(self):
         rows = tf.convert_to_tensor(self._table)
@@ -172,10 +182,14 @@ class KernelSampler(base.Sampler):
             # Build first: a failed build (a NaN row) leaves the state as it was.
             rows = self._current_rows()
             nodes = self._build(rows)
-            with tf.control_dependencies([nodes]):
-                self.rows.assign(rows)
+            if self.rows is not None:
+                with tf.control_dependencies([nodes]):
+                    self.rows.assign(rows)
             self.nodes.assign(nodes)
             return
+        if self.rows is None:
+            raise ValueError("refresh(ids) needs the row snapshot: construct the sampler "
+                             "with incremental=True, or call refresh() for a full rebuild")
         ids = tf.convert_to_tensor(ids)
         if not ids.dtype.is_integer:
             raise ValueError(f"ids must be integer class ids, got dtype {ids.dtype.name}")
