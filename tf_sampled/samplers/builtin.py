@@ -5,6 +5,7 @@ distribution TensorFlow's op uses and returns its exact log q;
 `candidate_sampler` returns TensorFlow's triple (from TensorFlow's own op where
 its state allows it), so each can be swapped for a `KernelSampler`.
 """
+import functools
 import math
 
 import numpy as np
@@ -44,6 +45,17 @@ class _InputFreeSampler(base.Sampler):
     def log_prob(self, inputs, classes):
         return self._log_q(base.as_class_matrix(classes, "classes"))
 
+    def _tf_candidate_sampler(self):
+        """TensorFlow's own candidate sampler for this distribution."""
+        raise NotImplementedError
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        return self._tf_candidate_sampler()(
+            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
+            seed=seed, name=name)
+
 
 class Uniform(_InputFreeSampler):
     """q(i) = 1 / num_classes (`tf.random.uniform_candidate_sampler`)."""
@@ -54,12 +66,8 @@ class Uniform(_InputFreeSampler):
     def _log_q(self, ids):
         return tf.fill(tf.shape(ids), tf.constant(-math.log(self.num_classes), tf.float32))
 
-    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
-                          seed=None, name=None, inputs=None):
-        self._check_shared_args(num_true, num_sampled, unique, range_max)
-        return tf.random.uniform_candidate_sampler(
-            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
-            seed=seed, name=name)
+    def _tf_candidate_sampler(self):
+        return tf.random.uniform_candidate_sampler
 
 
 class LogUniform(_InputFreeSampler):
@@ -79,12 +87,8 @@ class LogUniform(_InputFreeSampler):
         log_q = tf.math.log1p(1.0 / (k + 1.0)) / math.log(self.num_classes + 1.0)
         return tf.cast(tf.math.log(log_q), tf.float32)
 
-    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
-                          seed=None, name=None, inputs=None):
-        self._check_shared_args(num_true, num_sampled, unique, range_max)
-        return tf.random.log_uniform_candidate_sampler(
-            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
-            seed=seed, name=name)
+    def _tf_candidate_sampler(self):
+        return tf.random.log_uniform_candidate_sampler
 
 
 def _categorical_draw(log_probs, shape, seed):
@@ -122,12 +126,9 @@ class Unigram(_InputFreeSampler):
     def _log_q(self, ids):
         return tf.gather(self._log_probs, ids)
 
-    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
-                          seed=None, name=None, inputs=None):
-        self._check_shared_args(num_true, num_sampled, unique, range_max)
-        return tf.random.fixed_unigram_candidate_sampler(
-            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
-            distortion=self.distortion, unigrams=self.counts.tolist(), seed=seed, name=name)
+    def _tf_candidate_sampler(self):
+        return functools.partial(tf.random.fixed_unigram_candidate_sampler,
+                                 distortion=self.distortion, unigrams=self.counts.tolist())
 
 
 def _draw_until_distinct(log_probs, num_sampled, seed):
