@@ -117,13 +117,21 @@ def shared_reference(sampler, h):
     return np.exp(kernel_log_prob(sampler, h[:1], query_features=phi_bar, query_rows=x_bar))[0]
 
 
-def test_shared_frequencies_and_expected_counts(sampler):
+SHARED_TRUTH = np.array([[1], [2], [500], [999]])
+
+
+def shared_draw(sampler, num_sampled, unique, seed):
+    """The drop-in triple for 4 queries, and the shared proposal it should follow."""
     h = queries(batch=4, seed=9)
-    truth = np.array([[1], [2], [500], [999]])
+    triple = tfs.random.kernel_candidate_sampler(
+        SHARED_TRUTH, 1, num_sampled, unique, NUM_CLASSES, seed=seed, inputs=h, sampler=sampler)
+    return triple, shared_reference(sampler, h)
+
+
+def test_shared_frequencies_and_expected_counts(sampler):
+    truth = SHARED_TRUTH
     draws = 200_000
-    sampled, true_count, sampled_count = tfs.random.kernel_candidate_sampler(
-        truth, 1, draws, False, NUM_CLASSES, seed=5, inputs=h, sampler=sampler)
-    q = shared_reference(sampler, h)
+    (sampled, true_count, sampled_count), q = shared_draw(sampler, draws, False, seed=5)
     np.testing.assert_allclose(sampled_count.numpy(), draws * q[sampled.numpy()], rtol=1e-4)
     np.testing.assert_allclose(true_count.numpy()[:, 0], draws * q[truth[:, 0]], rtol=1e-4)
     counts = np.bincount(sampled.numpy(), minlength=NUM_CLASSES)
@@ -131,14 +139,11 @@ def test_shared_frequencies_and_expected_counts(sampler):
 
 
 def test_unique_expected_counts_follow_tensorflow_definition(sampler):
-    h = queries(batch=4, seed=9)
-    truth = np.array([[1], [2], [500], [999]])
+    truth = SHARED_TRUTH
     num_sampled = 100
-    sampled, true_count, sampled_count = tfs.random.kernel_candidate_sampler(
-        truth, 1, num_sampled, True, NUM_CLASSES, seed=6, inputs=h, sampler=sampler)
+    (sampled, true_count, sampled_count), q = shared_draw(sampler, num_sampled, True, seed=6)
     sampled = sampled.numpy()
     assert len(set(sampled)) == num_sampled
-    q = shared_reference(sampler, h)
     # Every count is 1 - (1 - q)^num_tries for one integer num_tries >= S.
     tries = np.log1p(-sampled_count.numpy().astype(np.float64)) / np.log1p(-q[sampled])
     num_tries = int(np.round(np.median(tries)))

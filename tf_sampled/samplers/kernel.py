@@ -194,10 +194,11 @@ class KernelSampler(base.Sampler):
         if not ids.dtype.is_integer:
             raise ValueError(f"ids must be integer class ids, got dtype {ids.dtype.name}")
         ids, _ = tf.unique(tf.reshape(tf.cast(ids, tf.int64), [-1]))
-        new_rows = self._gather_current_rows(tf.clip_by_value(ids, 0, self.num_classes - 1))
-        old_rows = tf.gather(self.rows, tf.clip_by_value(ids, 0, self.num_classes - 1))
-        # The op validates the ids (clipping above only keeps the gathers from
-        # failing first with a less precise message).
+        # The op validates the ids; clipping only keeps the gathers from
+        # failing first with a less precise message.
+        safe_ids = tf.clip_by_value(ids, 0, self.num_classes - 1)
+        new_rows = self._gather_current_rows(safe_ids)
+        old_rows = tf.gather(self.rows, safe_ids)
         node_ids, deltas = self._library.tf_sampled_kernel_tree_update(
             ids=ids, old_rows=old_rows, new_rows=new_rows, omega=self.omega,
             num_classes=tf.constant(self.num_classes, tf.int64),
