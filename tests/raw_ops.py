@@ -1,11 +1,12 @@
 """The raw ops with array arguments for the variables they read in place.
 
-The sampling ops take nodes, embeddings and biases as variable handles; tests
+The sampling ops take nodes, embeddings and biases (the LSH ops: buckets,
+counts, codes and embeddings) as variable handles; tests
 that feed arbitrary (also malformed) arrays wrap each in a fresh variable.
 """
 import tensorflow as tf
 
-_HANDLE_ARGS = ("nodes", "embeddings", "biases")
+_HANDLE_ARGS = ("nodes", "embeddings", "biases", "buckets", "counts", "codes")
 
 
 def _as_handle(value):
@@ -24,7 +25,9 @@ class RawOps:
 
     def __getattr__(self, name):
         fn = getattr(self._library, name)
-        if not name.startswith("tf_sampled_kernel_tree_") or name.endswith(("build", "update")):
+        reads_variables = name.startswith("tf_sampled_lsh_") or (
+            name.startswith("tf_sampled_kernel_tree_") and not name.endswith(("build", "update")))
+        if not reads_variables:
             return fn
 
         def call(**kwargs):

@@ -30,8 +30,9 @@ struct LshQueryInputs {
     const Tensor& queries_t = ctx->input(4);
     TF_RETURN_IF_ERROR(CheckRank(queries_t, 2, "queries"));
     TF_RETURN_IF_ERROR(attrs.MakeSpec(ctx->input(3), queries_t.dim_size(1), &spec));
-    TF_RETURN_IF_ERROR(
-        CheckFinite(queries_t.flat<float>().data(), queries_t.NumElements(), "queries"));
+    TF_RETURN_IF_ERROR(CheckFinite(queries_t.flat<float>().data(), queries_t.NumElements(),
+                                   "queries (the inputs h, or the true classes' "
+                                   "embeddings w_y)"));
     queries = queries_t.flat<float>().data();
     batch = queries_t.dim_size(0);
     return absl::OkStatus();
