@@ -1,7 +1,7 @@
 #include "custom_ops/core/lsh_tables.h"
 
 #include <algorithm>
-#include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace tf_sampled {
@@ -37,13 +37,37 @@ void FillTable(const TableShape& shape, const int32_t* codes, int64_t table,
   }
 }
 
+namespace {
+
+// A uniformly random member not inserted by this call (any member if all
+// were): a row touched by the step stays in unless more than bucket_size of
+// them share the bucket. A few rejection draws find one almost always; the
+// scan is the fallback.
+size_t Victim(const std::vector<int32_t>& members,
+              const std::unordered_set<int32_t>& inserted, Random* rng,
+              std::vector<size_t>* evictable) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const size_t i = rng->Below(members.size());
+    if (!inserted.count(members[i])) return i;
+  }
+  evictable->clear();
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (!inserted.count(members[i])) evictable->push_back(i);
+  }
+  if (evictable->empty()) return rng->Below(members.size());
+  return (*evictable)[rng->Below(evictable->size())];
+}
+
+}  // namespace
+
 bool ReinsertTable(const TableShape& shape, const int32_t* buckets,
                    const int32_t* counts, const int32_t* codes,
                    const int64_t* ids, const int32_t* new_codes, int64_t n,
                    int64_t table, Random* rng, std::vector<BucketEdit>* edits,
                    int64_t* bad_bucket) {
   const int64_t bs = shape.bucket_size;
-  std::map<int64_t, std::vector<int32_t>> work;
+  std::unordered_map<int64_t, std::vector<int32_t>> work;
+  work.reserve(2 * n);
   std::unordered_set<int32_t> inserted;
   std::vector<size_t> evictable;
   // The bucket's current members (loaded from the state on first touch).
@@ -75,25 +99,19 @@ bool ReinsertTable(const TableShape& shape, const int32_t* buckets,
       return false;
     }
     if (static_cast<int64_t>(new_members->size()) >= bs) {
-      // Evict a random member not inserted by this call (any member if all
-      // were): a row touched by the step stays in unless more than
-      // bucket_size of them share the bucket.
-      evictable.clear();
-      for (size_t i = 0; i < new_members->size(); ++i) {
-        if (!inserted.count((*new_members)[i])) evictable.push_back(i);
-      }
-      const size_t victim = evictable.empty()
-                                ? rng->Below(new_members->size())
-                                : evictable[rng->Below(evictable.size())];
-      new_members->erase(new_members->begin() + victim);
+      new_members->erase(new_members->begin() +
+                         Victim(*new_members, inserted, rng, &evictable));
     }
     new_members->insert(
         std::lower_bound(new_members->begin(), new_members->end(), id), id);
     inserted.insert(id);
   }
+  const size_t first = edits->size();
   for (auto& [bucket, list] : work) {
     edits->push_back(BucketEdit{bucket, std::move(list)});
   }
+  std::sort(edits->begin() + first, edits->end(),
+            [](const BucketEdit& a, const BucketEdit& b) { return a.bucket < b.bucket; });
   return true;
 }
 
