@@ -139,12 +139,19 @@ class LshSampleOp : public OpKernel {
     ForEachQuery(ctx, in, proposal, in.QueryCost(num_sampled_ + num_true), &failures,
                  [&](int64_t b, const LshQuery& query) {
                    Random rng(QuerySeed(block, b));
-                   for (int64_t s = b * num_sampled_; s < (b + 1) * num_sampled_; ++s) {
+                   const int64_t first = b * num_sampled_, last = first + num_sampled_;
+                   for (int64_t s = first; s < last; ++s) {
                      ids[s] = proposal.Draw(query, &rng);
                      if (ids[s] < 0) {
                        failures.member.Record(b);
                        return false;
                      }
+                     proposal.Prefetch(ids[s]);
+                   }
+                   for (int64_t t = b * num_true; t < (b + 1) * num_true; ++t) {
+                     proposal.Prefetch(truth[t]);
+                   }
+                   for (int64_t s = first; s < last; ++s) {
                      log_q[s] = LogOf(proposal.Prob(query, ids[s]));
                    }
                    for (int64_t t = b * num_true; t < (b + 1) * num_true; ++t) {
