@@ -32,7 +32,6 @@ import copy
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -42,8 +41,8 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from benchmarks.bench_kernel_sampler import (
-    _block, apply_sgd, bench, fmt_bytes, fmt_c, fmt_ms, fmt_ratio, make_batch, make_table,
-    mem_available_gb, parse_int_list, peak_rss_gb, time_once)
+    _block, bench, build_functions, fmt_bytes, fmt_c, fmt_ms, fmt_ratio, make_batch,
+    make_table, mem_available_gb, parse_int_list, peak_rss_gb, time_once)
 
 
 def parse_args(argv=None):
@@ -101,54 +100,6 @@ def sampling_functions(sampler, h, labels, num_classes, s):
     return {"emb": embedding, "label": label, "shared": shared, "logu": logu}
 
 
-def step_functions(w, b, sampler, h, labels, num_classes, s):
-    labels2 = labels[:, None]
-    variables = (w, b)
-
-    def tf_step(sampled_values):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.nn.sampled_softmax_loss(
-                weights=w, biases=b, labels=labels2, inputs=h, num_sampled=s,
-                num_classes=num_classes, sampled_values=sampled_values))
-        apply_sgd(variables, tape.gradient(loss, variables))
-        return loss
-
-    def tfs_step(cands):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tfs.nn.sampled_softmax_loss(w, b, labels2, h, cands))
-        apply_sgd(variables, tape.gradient(loss, variables))
-        return loss
-
-    @tf.function
-    def step_a():
-        return tf_step(tf.random.log_uniform_candidate_sampler(labels2, 1, s, True, num_classes))
-
-    @tf.function
-    def step_b():
-        return tf_step(tfs.random.lsh_candidate_sampler(labels2, 1, s, True, num_classes,
-                                                        inputs=h, sampler=sampler))
-
-    @tf.function
-    def step_c():
-        return tfs_step(sampler.sample(h, s, true_classes=labels2))
-
-    @tf.function
-    def step_c0():
-        ids = tf.random.uniform([h.shape[0], s], 0, num_classes, tf.int64)
-        log_q = tf.fill(tf.shape(ids), -math.log(num_classes))
-        true_log_q = tf.fill([h.shape[0], 1], -math.log(num_classes))
-        return tfs_step(tfs.samplers.SampledCandidates(ids, log_q, true_log_q))
-
-    @tf.function
-    def step_c_refresh():
-        cands = sampler.sample(h, s, true_classes=labels2)
-        loss = tfs_step(cands)
-        sampler.refresh(tf.concat([labels, tf.reshape(cands.ids, [-1])], 0))
-        return loss
-
-    return {"a": step_a, "b": step_b, "c": step_c, "c0": step_c0, "c+": step_c_refresh}
-
-
 def run_one(num_classes, args, log):
     row = {"C": num_classes}
     d, s = args.dim, args.num_sampled
@@ -171,27 +122,17 @@ def run_one(num_classes, args, log):
 
     fns = sampling_functions(sampler, h, labels, num_classes, s)
     if num_classes == args.step_classes:
-        steps = step_functions(w, b, sampler, h, labels, num_classes, s)
-        cands = sampler.sample(h, s, true_classes=labels[:, None])
-        touched = tf.concat([labels, tf.reshape(cands.ids, [-1])], 0)
+        # The kernel benchmark's steps (a), (b), (c), (c0), (c+), with this sampler.
+        steps, _, refresh_ids, refresh_full, step_ids = build_functions(
+            w, b, sampler, h, labels, num_classes, s, with_full=False)
+        touched = step_ids(sampler.sample(h, s, true_classes=labels[:, None]))
         row["touched"] = int(touched.shape[0])
         row["touched_unique"] = int(tf.size(tf.unique(touched)[0]))
-
-        @tf.function
-        def refresh_ids():
-            sampler.refresh(touched)
-            return tf.constant(0)
-
-        @tf.function
-        def refresh_full():
-            sampler.refresh()
-            return tf.constant(0)
-
         time_once(refresh_full)  # traces
         row["refresh_s"] = statistics.median(time_once(refresh_full) for _ in range(3))
         log(f"  refresh() {row['refresh_s']:.2f} s (median of 3)")
         fns.update(steps)
-        fns["upd"] = refresh_ids
+        fns["upd"] = lambda: refresh_ids(touched)
     medians, reps = bench(fns, args, log=lambda m: None)
     row.update(medians)
     row["reps"] = reps
