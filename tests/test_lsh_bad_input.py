@@ -37,6 +37,7 @@ def queries(batch=2, seed=1):
     ("num_tables", 0), ("num_tables", -1), ("num_tables", 2.5), ("num_tables", True),
     ("num_hashes", 0), ("num_hashes", -3), ("bucket_size", 0), ("bucket_size", -1),
     ("epsilon", 0.0), ("epsilon", -0.1), ("epsilon", 1.5), ("epsilon", float("nan")),
+    ("epsilon", "0.1"),
     ("family", "minhash"), ("query", "both"), ("rebuild_every", 0), ("rehash_every", -2),
 ])
 def test_sampler_rejects_bad_arguments(arg, value):

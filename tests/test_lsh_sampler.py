@@ -297,3 +297,20 @@ def test_sampling_is_flat_in_memory_of_the_query_path():
     assert mem["buckets"] == 4 * 6 * 16 * (12 + 1)
     assert mem["codes"] == 4 * NUM_CLASSES * 6
     assert tfs.samplers.lsh.default_num_hashes(1_000_000, 64) == 15
+
+
+def test_keras_variables_are_read_in_place_and_constants_copied_once():
+    import keras
+    table = np.random.RandomState(3).normal(size=(NUM_CLASSES, DIM)).astype(np.float32)
+    keras_table = keras.Variable(table)
+    from_keras = tfs.samplers.LSHSampler(keras_table, num_tables=3, num_hashes=4, seed=2)
+    from_constant = tfs.samplers.LSHSampler(tf.constant(table), num_tables=3, num_hashes=4,
+                                            seed=2)
+    np.testing.assert_array_equal(from_keras.codes.numpy(), from_constant.codes.numpy())
+    keras_table.assign(-table)  # read in place: a rebuild sees the new rows
+    from_keras.refresh()
+    from_constant.refresh()
+    assert not np.array_equal(from_keras.codes.numpy(), from_constant.codes.numpy())
+    codes, margins = lsh_oracles.codes(from_keras, -table)
+    clear = margins > 1e-4
+    np.testing.assert_array_equal(from_keras.codes.numpy()[clear], codes[clear])

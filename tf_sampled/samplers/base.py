@@ -28,6 +28,18 @@ def check_count(name, value, maximum=None):
     return value
 
 
+def as_float32_variable(value, name):
+    """The variable itself when it is a float32 variable, else a constant copy."""
+    # A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable.
+    inner = getattr(value, "value", None)
+    if not isinstance(value, tf.Variable) and isinstance(inner, tf.Variable):
+        value = inner
+    if isinstance(value, tf.Variable) and value.dtype == tf.float32:
+        return value
+    return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
+                       name=name)
+
+
 def check_table_shape(shape):
     """(num_classes, dim) of a class table's static shape, or ValueError."""
     if shape.rank != 2 or shape[0] is None or shape[1] is None:

@@ -8,16 +8,8 @@ from tf_sampled.samplers import base
 DEFAULT_LEAF_SIZE = 128
 
 
-def _as_float32_variable(value, name):
-    """The variable itself when it is a float32 variable, else a constant copy."""
-    # A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable.
-    inner = getattr(value, "value", None)
-    if not isinstance(value, tf.Variable) and isinstance(inner, tf.Variable):
-        value = inner
-    if isinstance(value, tf.Variable) and value.dtype == tf.float32:
-        return value
-    return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
-                       name=name)
+# (Kept under its old name: the helper moved to samplers.base.)
+_as_float32_variable = base.as_float32_variable
 
 
 class KernelSampler(base.Sampler):

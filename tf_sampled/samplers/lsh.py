@@ -1,11 +1,11 @@
 """The LSH sampler (Daghaghi et al., ICML 2021) with an exact proposal."""
 import math
+import numbers
 
 import tensorflow as tf
 
 from tf_sampled import _ops
 from tf_sampled.samplers import base
-from tf_sampled.samplers.kernel import _as_float32_variable
 
 FAMILIES = ("simhash", "dwta")
 QUERIES = ("embedding", "label")
@@ -112,7 +112,8 @@ class LSHSampler(base.Sampler):
             raise ValueError(
                 f"num_hashes={num_hashes} is too large for the hash width: codes of "
                 f"{self.code_bits} bits, at most {_MAX_CODE_BITS}")
-        if isinstance(epsilon, bool) or not 0 < epsilon <= 1:
+        if (isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real)
+                or not 0 < epsilon <= 1):
             raise ValueError(f"epsilon must be in (0, 1], got {epsilon!r}")
         self.epsilon = float(epsilon)
         for key, value in (("rebuild_every", rebuild_every), ("rehash_every", rehash_every)):
@@ -126,7 +127,7 @@ class LSHSampler(base.Sampler):
                                 num_hashes=self.num_hashes, bin_size=self.bin_size)
         self._library = _ops.load_ops()
         with self.name_scope:
-            self._table = _as_float32_variable(embeddings, "embeddings")
+            self._table = base.as_float32_variable(embeddings, "embeddings")
             self.version = tf.Variable(tf.constant(0, tf.int64), trainable=False,
                                        name="version")
             self.hash_params = tf.Variable(self._draw_hash_params(0), trainable=False,
