@@ -23,6 +23,8 @@ _NO_GRADIENT_OPS = (
     "TfSampled>KernelTreeSample",
     "TfSampled>KernelTreeLogProb",
     "TfSampled>KernelTreeCandidateSampler",
+    # Second-order gradients of the fused loss are not provided.
+    "TfSampled>SampledSoftmaxLossGrad",
 )
 
 

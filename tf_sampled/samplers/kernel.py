@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from tf_sampled import _ops
+from tf_sampled import _variables
 from tf_sampled import features as features_lib
 from tf_sampled.samplers import base
 
@@ -10,12 +11,9 @@ DEFAULT_LEAF_SIZE = 128
 
 def _as_float32_variable(value, name):
     """The variable itself when it is a float32 variable, else a constant copy."""
-    # A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable.
-    inner = getattr(value, "value", None)
-    if not isinstance(value, tf.Variable) and isinstance(inner, tf.Variable):
-        value = inner
-    if isinstance(value, tf.Variable) and value.dtype == tf.float32:
-        return value
+    variable = _variables.as_tf_variable(value)
+    if variable is not None and variable.dtype == tf.float32:
+        return variable
     return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
                        name=name)
 
