@@ -219,3 +219,23 @@ def test_falls_back_to_reference_where_the_op_does_not_apply():
     double = tfs.nn.sampled_softmax_loss(w64, None, problem["labels"],
                                          tf.constant(problem["inputs"], tf.float64), cands)
     assert double.dtype == tf.float64
+
+
+def test_xla_compiled_functions_use_the_reference():
+    """The op has no XLA kernel: under jit_compile the loss is composed of TF ops."""
+    problem = make_problem()
+    weights, biases = make_table(problem, "variable", True)
+    args = (problem["labels"], problem["inputs"], problem["candidates"])
+
+    def loss_and_grad():
+        with tf.GradientTape() as tape:
+            loss = tfs.nn.sampled_softmax_loss(weights, biases, *args)
+            total = tf.reduce_sum(loss)
+        return loss, tape.gradient(total, weights)
+
+    loss, grad = tf.function(loss_and_grad, jit_compile=True)()
+    want, want_grad = loss_and_grad()
+    assert isinstance(want_grad, tf.IndexedSlices)
+    np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(),
+                               tf.convert_to_tensor(want_grad).numpy(), rtol=1e-4, atol=1e-6)

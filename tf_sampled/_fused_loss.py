@@ -7,6 +7,7 @@ import tensorflow as tf
 # variable_accessed has no public equivalent: it tells GradientTapes (and
 # tf.function) that an op read the variable through its handle, as
 # ResourceVariable.sparse_read does before ResourceGather.
+from tensorflow.python.ops import control_flow_util
 from tensorflow.python.ops import resource_variable_ops
 
 from tf_sampled import _ops
@@ -25,10 +26,12 @@ def table_arguments(weights, biases, inputs):
     """How the fused op can read the table: ("resource" | "tensor", w, b), or None.
 
     Variables are read in place through their handles; tensors are passed as
-    they are. None (use the reference path) for other dtypes than float32, or
-    for a variable paired with a tensor.
+    they are. None (use the reference path) for other dtypes than float32, for
+    a variable paired with a tensor, and inside XLA compilation (the op has no
+    XLA kernel; Keras compiles train steps with XLA when a GPU is visible).
     """
-    if inputs.dtype != tf.float32:
+    if inputs.dtype != tf.float32 or control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()):
         return None
     w_var = _float32_variable(weights)
     b_var = None if biases is None else _float32_variable(biases)

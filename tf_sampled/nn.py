@@ -55,9 +55,9 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
     table), never materialises [batch, S, dim], and its gradient gives
     `inputs` densely and `weights`, `biases` as IndexedSlices over the
     distinct rows read. It needs float32 inputs and weights/biases that are
-    both float32 variables (tf or Keras) or both tensors; otherwise, and with
-    `fused=False`, the same loss is composed of TensorFlow ops (the
-    reference). The triple always uses the composition (its S rows are
+    both float32 variables (tf or Keras) or both tensors, outside XLA
+    (`jit_compile`); otherwise, and with `fused=False`, the same loss is
+    composed of TensorFlow ops (the reference). The triple always uses the composition (its S rows are
     shared: one matmul). The fused op rejects an empty batch
     (InvalidArgumentError); the reference returns an empty loss.
 
