@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "custom_ops/core/dot.h"
+#include "custom_ops/core/multiversion.h"
 
 namespace tf_sampled {
 namespace {
@@ -30,6 +31,7 @@ inline void Axpy(float a, const float* x, float* y, int64_t n) {
 
 }  // namespace
 
+TF_SAMPLED_MULTIVERSION
 void SampledSoftmaxForward(const SoftmaxTable& table, const SampledBatch& batch,
                            const SampledLossOptions& options, int64_t begin,
                            int64_t end, float* loss, float* logit_grads,
@@ -128,6 +130,7 @@ void GroupColumnsByRow(const SampledBatch& batch, int64_t max_id,
   groups->entries = std::move(values);
 }
 
+TF_SAMPLED_MULTIVERSION
 void AccumulateRowGradients(const RowGroups& groups, const SampledBatch& batch,
                             int64_t d, const float* loss_grad,
                             const float* logit_grads, int64_t begin, int64_t end,
