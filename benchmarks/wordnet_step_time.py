@@ -6,7 +6,8 @@ shared machine their ms/step drift with the load. Here the same model, data
 and optimizer as the example train with each objective in interleaved rounds
 of --round_steps steps (the kernel objectives including their full refresh
 every --refresh_every steps, as in the example), and the median ms/step of
-the rounds is reported. `kernel_unfused` is `kernel` with the loss composed of
+the rounds is reported. `kernel:32:64` is the kernel objective with leaf
+size 32 and 64 random features. `kernel_unfused` is `kernel` with the loss composed of
 TensorFlow ops (fused=False), to show what the fused op buys.
 
 With --summary_csv (the example's summary.csv of a quality run with the same
@@ -43,16 +44,26 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=1200,
                         help="steps of the quality run (log-uniform's time to its end)")
-    parser.add_argument("--summary_csv", default=None)
+    parser.add_argument("--summary_csv", default=None,
+                        help="summary.csv of a quality run; its rows are matched by "
+                             "objective name (sizes after ':' ignored)")
     return parser.parse_args(argv)
 
 
-def make_objective(name, data, num_sampled, refresh_every, batch_size):
-    """A zero-argument function running one training step of `name`."""
+def make_objective(spec, data, num_sampled, refresh_every, batch_size):
+    """A zero-argument function running one training step of objective `spec`.
+
+    spec: an objective of the example, or `kernel_unfused`, optionally with
+    the kernel sampler's leaf size and number of features: `kernel:32:64`.
+    """
+    name, *sizes = spec.split(":")
+    leaf_size = int(sizes[0]) if sizes else None
+    num_features = int(sizes[1]) if len(sizes) > 1 else 128
     base = "kernel" if name == "kernel_unfused" else name
     encoder, W, b, variables, optimizer = example.build_model(data, seed=0)
     loss_fn, sampler = example.make_loss_fn(base, W, b, num_sampled, data.class_counts,
-                                            seed=0, leaf_size=None, num_features=128)
+                                            seed=0, leaf_size=leaf_size,
+                                            num_features=num_features)
     if name == "kernel_unfused":
         def loss_fn(h, labels):  # noqa: F811  the same draws, the reference loss
             true = labels[:, None]
@@ -105,7 +116,7 @@ def main(argv=None):
         print(f"\nTime to reach log_uniform's final val CE (steps from {args.summary_csv} "
               f"x ms/step above; log_uniform: {args.steps} steps = {budget / 1e3:.1f} s):")
         for n in names:
-            row = summary.get("kernel" if n == "kernel_unfused" else n)
+            row = summary.get(n.split(":")[0].replace("kernel_unfused", "kernel"))
             if row is None or int(row["steps_to_baseline"]) < 0:
                 continue
             t = int(row["steps_to_baseline"]) * ms[n]
