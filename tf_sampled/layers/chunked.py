@@ -47,8 +47,11 @@ def full_softmax_stats(weights, biases, labels, inputs, chunk_size=DEFAULT_CHUNK
                          f"{labels.dtype.name} {labels.shape}")
     labels = tf.cast(labels, tf.int64)
     num_classes = tf.shape(weights, out_type=tf.int64)[0]
-    tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
-    tf.debugging.assert_less(labels, num_classes, message="labels must be < num_classes")
+    # Gathers must not read a bad id before the checks (their error would not name labels).
+    with tf.control_dependencies([
+            tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+            tf.debugging.assert_less(labels, num_classes, message="labels must be < num_classes")]):
+        labels = tf.identity(labels)
 
     def logits_of(ids):  # ids: [n] -> [batch, n]
         logits = tf.matmul(inputs, tf.gather(weights, ids), transpose_b=True)

@@ -10,15 +10,15 @@ from tf_sampled.layers.sampled_softmax import SampledSoftmax
 
 
 def _head_and_input(model):
-    """The SampledSoftmax layer producing the model's only output, and its input tensor."""
-    if len(model.outputs) != 1:
-        raise ValueError(f"SampledSoftmaxModel needs one output (a SampledSoftmax layer's), "
-                         f"got {len(model.outputs)} outputs")
-    output = tf.nest.flatten(model.outputs[0])[0]
+    """The SampledSoftmax layer producing the model's output, and its input tensor."""
+    outputs = tf.nest.flatten(model.outputs)  # top_k gives two: scores and ids
+    heads = {id(o._keras_history.operation): o for o in outputs}  # pylint: disable=protected-access
+    output = outputs[0]
     head = output._keras_history.operation  # pylint: disable=protected-access
-    if not isinstance(head, SampledSoftmax):
-        raise ValueError(f"SampledSoftmaxModel's output must come from a "
-                         f"tf_sampled.layers.SampledSoftmax layer, got {type(head).__name__}")
+    if len(heads) != 1 or not isinstance(head, SampledSoftmax):
+        raise ValueError(
+            f"SampledSoftmaxModel's output must be that of one tf_sampled.layers.SampledSoftmax "
+            f"layer, got outputs from {[type(o._keras_history.operation).__name__ for o in outputs]}")  # pylint: disable=protected-access
     node = head._inbound_nodes[output._keras_history.node_index]  # pylint: disable=protected-access
     return head, node.input_tensors[0]
 

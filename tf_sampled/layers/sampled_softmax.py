@@ -198,11 +198,19 @@ class SampledSoftmax(keras.layers.Layer):
         return tf.cast(inputs, tf.float32)
 
     def _check_label_range(self, labels):
-        tf.debugging.assert_non_negative(
-            labels, message=f"labels must be >= 0 (num_classes={self.num_classes})")
-        tf.debugging.assert_less(
-            labels, tf.constant(self.num_classes, tf.int64),
-            message=f"labels must be < num_classes={self.num_classes}")
+        """labels, once asserted to lie in [0, num_classes).
+
+        The returned tensor depends on the assertions, so no gather or sampler
+        reads a bad id first (with a message that does not name labels).
+        """
+        checks = [
+            tf.debugging.assert_non_negative(
+                labels, message=f"labels must be >= 0 (num_classes={self.num_classes})"),
+            tf.debugging.assert_less(
+                labels, tf.constant(self.num_classes, tf.int64),
+                message=f"labels must be < num_classes={self.num_classes}")]
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            return tf.identity(labels)
 
     def sampled_loss(self, inputs, labels):
         """Sampled-softmax losses of a batch, and what the step needs afterwards.
@@ -217,8 +225,7 @@ class SampledSoftmax(keras.layers.Layer):
           ess_rows)] float32 importance-weight ESS / S of the negatives).
         """
         inputs = self._check_inputs(inputs)
-        labels = _check_labels(labels, inputs.shape[0])
-        self._check_label_range(labels)
+        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
         weights, biases = self._table()
         if self.shared_negatives:
             sampled = self.sampler.candidate_sampler(
@@ -275,7 +282,7 @@ class SampledSoftmax(keras.layers.Layer):
           labels: [batch] or [batch, 1] int.
         """
         inputs = self._check_inputs(inputs)
-        labels = _check_labels(labels, inputs.shape[0])
+        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
         weights, biases = self._table()
         return chunked.full_softmax_stats(weights, biases, labels, inputs,
                                           self.eval_chunk_size)
