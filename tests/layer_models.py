@@ -15,10 +15,10 @@ def task(num_classes, n=2048, seed=0):
     return x, y
 
 
-def build(num_classes, dim=16, seed=0, **layer_args):
+def build(num_classes, dim=16, init_seed=0, **layer_args):
     """Input(8) -> Dense(dim, tanh) -> SampledSoftmax(num_classes, **layer_args)."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input([NUM_FEATURES])
+    keras.utils.set_random_seed(init_seed)
+    inputs = keras.Input([NUM_FEATURES], name="features")
     h = keras.layers.Dense(dim, activation="tanh", name="trunk")(inputs)
     outputs = tfs.layers.SampledSoftmax(num_classes, name="head", **layer_args)(h)
     return tfs.layers.SampledSoftmaxModel(inputs, outputs)

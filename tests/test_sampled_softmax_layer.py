@@ -107,7 +107,7 @@ def test_dense_adam_is_visible_as_a_whole_table_update():
 def test_fit_learns_and_evaluate_matches_the_full_softmax(sampler, options, shared):
     x, y = task(C)
     model = build(C, sampler=sampler, sampler_options=options, shared_negatives=shared,
-                  num_sampled=16, seed=1)
+                  num_sampled=16, init_seed=1)
     model.compile(tfs.optimizers.LazyAdam(0.02), jit_compile=True)
     assert model.jit_compile is False  # the layer refuses XLA; training still works
     before = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]

@@ -91,6 +91,12 @@ class SampledSoftmaxModel(keras.Model):
                 f"plain SGD to keep a step O(rows touched).", stacklevel=2)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips a custom compile() when loading; this one is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # so its slots load too
+
     def _scaled_mean(self, values, sample_weight):
         """Mean over the batch (weighted as Keras' sum_over_batch_size), per replica."""
         if sample_weight is not None:
