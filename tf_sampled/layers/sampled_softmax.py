@@ -265,6 +265,12 @@ class SampledSoftmax(keras.layers.Layer):
           touched: int64 ids whose rows the step's gradient touched (from
             `sampled_loss`).
         """
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Every replica holds its own copy of the sampler's state: all of
+            # them refresh the union of the rows any replica touched (the
+            # table itself is synchronised), so the copies stay identical.
+            touched = replica.all_gather(touched, axis=0)
         refresh_lib.refresh_after_step(
             self.sampler, touched, self.refresh_step, self.refresh_cursor,
             refresh_touched=self.refresh_touched, refresh_every=self.refresh_every,
