@@ -16,7 +16,7 @@ fit's ms/step. With a sparse optimizer (SGD, LazyAdam, SparseAdagrad = Adagrad)
 the touched rows are the only rows that change, so "touched" is exactly
 fresh; with Keras' dense Adam every row moves every step.
 
-Run from the repository root (about 20 minutes on 2 cores):
+Run from the repository root (about 25 minutes on 2 cores):
   python -m benchmarks.staleness_wordnet
   python -m benchmarks.staleness_wordnet --optimizers=adam --policies=frozen,touched
 """
@@ -34,8 +34,8 @@ EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(2e-3),  # dense: moves every row
     "lazy_adam": lambda: tfs.optimizers.LazyAdam(2e-3),
-    "adagrad": lambda: tfs.optimizers.SparseAdagrad(0.1),  # = Keras Adagrad's weights
-    "sgd": lambda: keras.optimizers.SGD(1.0),
+    "adagrad": lambda: tfs.optimizers.SparseAdagrad(2.0),  # = Keras Adagrad's weights
+    "sgd": lambda: keras.optimizers.SGD(10.0),
 }
 
 
@@ -94,7 +94,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--optimizers", default="adam,lazy_adam,adagrad,sgd")
     parser.add_argument("--policies", default="frozen,touched,touched+50,full")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--num_sampled", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
