@@ -225,3 +225,20 @@ def test_output_must_be_a_sampled_softmax():
     inputs = keras.Input([4])
     with pytest.raises(ValueError, match="SampledSoftmax"):
         tfs.layers.SampledSoftmaxModel(inputs, keras.layers.Dense(3)(inputs))
+
+
+def test_sample_weights_weight_the_sampled_loss():
+    x, y = task(C, n=128)
+    kernels = {}
+    for name, weights in [("none", None), ("ones", np.ones(128, np.float32)),
+                          ("zeros", np.zeros(128, np.float32))]:
+        model = build(C, num_sampled=8, seed=5)
+        model.compile(keras.optimizers.SGD(1.0))
+        start = model.sampled_softmax.kernel.numpy()
+        history = model.fit(x, y, sample_weight=weights, batch_size=128, verbose=0)
+        kernels[name] = model.sampled_softmax.kernel.numpy() - start
+        if name == "zeros":
+            assert history.history["loss"] == [0.0]
+    np.testing.assert_allclose(kernels["ones"], kernels["none"], atol=1e-7)
+    assert np.abs(kernels["none"]).max() > 1e-3
+    np.testing.assert_array_equal(kernels["zeros"], 0.0)
