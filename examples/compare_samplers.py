@@ -21,6 +21,11 @@ Objectives:
                   drop-in sampled_values for tf.nn.sampled_softmax_loss
   kernel_fourier  per-example, random Fourier features
   kernel_moments  per-example, GaussianMoments node summaries
+  lsh             per-example negatives from tfs.samplers.LSHSampler, LSH-Embedding
+                  (SimHash tables over W queried with h; exact log q)
+  lsh_label       per-example, LSH-Label (tables queried with w_y of the target)
+  lsh_shared      batch-shared: tfs.random.lsh_candidate_sampler as a drop-in
+                  sampled_values for tf.nn.sampled_softmax_loss
 
 Run:
   python examples/compare_samplers.py
@@ -46,7 +51,9 @@ matplotlib.use("Agg")  # write files, no display needed
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram", "kernel",
-              "kernel_shared", "kernel_fourier", "kernel_moments")
+              "kernel_shared", "kernel_fourier", "kernel_moments", "lsh", "lsh_label",
+              "lsh_shared")
+LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
 EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
 
 FLAGS = flags.FLAGS
@@ -65,11 +72,41 @@ flags.DEFINE_integer("leaf_size", None, "Kernel sampler: classes per tree leaf "
                      "(default: the sampler's default).")
 flags.DEFINE_integer("num_features", 128, "Kernel sampler: random features.")
 flags.DEFINE_integer("refresh_every", 10, "Kernel sampler: rebuild the tree "
-                     "from the current W, b every this many steps.")
+                     "from the current W, b every this many steps (LSH sampler: the "
+                     "hash tables from W).")
+flags.DEFINE_integer("lsh_num_tables", 16, "LSH sampler: tables L.")
+flags.DEFINE_integer("lsh_num_hashes", None, "LSH sampler: hashes per table K "
+                     "(default: buckets half full on average).")
+flags.DEFINE_integer("lsh_bucket_size", 64, "LSH sampler: slots per bucket.")
+flags.DEFINE_integer("lsh_rehash_every", 500, "LSH sampler: new hash functions every "
+                     "this many steps (a multiple of --refresh_every; the paper's "
+                     "128,000 examples are 500 steps of 256).")
+
+
+def lsh_loss_fn(objective, W, b, num_sampled, seed, options):
+    """(loss_fn, LSHSampler) for the lsh* objectives; options: LSHSampler kwargs."""
+    num_classes = int(W.shape[0])
+    sampler = tfs.samplers.LSHSampler(
+        W, query="label" if objective == "lsh_label" else "embedding", seed=seed, **options)
+    if objective == "lsh_shared":
+        def lsh_shared_loss(h, labels):
+            # Drop-in replacement for tf.random.*_candidate_sampler.
+            true = labels[:, None]
+            sampled = tfs.random.lsh_candidate_sampler(
+                true, 1, num_sampled, True, num_classes, seed=seed, inputs=h, sampler=sampler)
+            return tf.nn.sampled_softmax_loss(W, b, true, h, num_sampled, num_classes,
+                                              sampled_values=sampled)
+        return lsh_shared_loss, sampler
+
+    def lsh_loss(h, labels):
+        true = labels[:, None]
+        candidates = sampler.sample(h, num_sampled, true_classes=true, seed=seed)
+        return tfs.nn.sampled_softmax_loss(W, b, true, h, candidates)
+    return lsh_loss, sampler
 
 
 def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size,
-                 num_features):
+                 num_features, lsh_options=None):
     """Returns (loss_fn(h, labels) -> [B] losses, sampler or None)."""
     num_classes = int(W.shape[0])
 
@@ -94,6 +131,9 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size,
     if objective == "unigram":
         return tf_nn_loss(tf.random.fixed_unigram_candidate_sampler,
                           unigrams=class_counts.tolist()), None
+
+    if objective in LSH_OBJECTIVES:
+        return lsh_loss_fn(objective, W, b, num_sampled, seed, lsh_options or {})
 
     if objective == "kernel_fourier":
         feature_map = tfs.features.RandomFourier(num_features=num_features,
@@ -158,22 +198,36 @@ def make_train_step(loss_fn, encoder, variables, optimizer):
 
 def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
               learning_rate=2e-3, leaf_size=None, num_features=128,
-              refresh_every=10, eval_batch=4096):
-    """Trains one model; returns a list of evaluation records (dicts)."""
+              refresh_every=10, eval_batch=4096, lsh_options=None):
+    """Trains one model; returns a list of evaluation records (dicts).
+
+    lsh_options: LSHSampler keyword arguments for the lsh* objectives (the
+    tables are rebuilt every `refresh_every` steps, as the kernel tree is).
+    """
     encoder, W, b, variables, optimizer = build_model(data, seed, learning_rate)
+    lsh_options = dict(lsh_options or {}, rebuild_every=refresh_every)
     loss_fn, sampler = make_loss_fn(objective, W, b, num_sampled,
                                     data.class_counts, seed, leaf_size,
-                                    num_features)
+                                    num_features, lsh_options)
+    is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
 
-    if sampler is not None:
+    if is_lsh:
+        print(f"[{objective:>14s} seed {seed}] LSHSampler: {sampler.family}, L "
+              f"{sampler.num_tables}, K {sampler.num_hashes}, bucket size "
+              f"{sampler.bucket_size}, query {sampler.query}; rebuild every "
+              f"{refresh_every} steps, new hashes every {sampler.rehash_every}", flush=True)
+    elif sampler is not None:
         print(f"[{objective:>14s} seed {seed}] KernelSampler: leaf_size "
               f"{sampler.leaf_size}, {sampler.feature_map!r}, full refresh every "
               f"{refresh_every} steps", flush=True)
     train_step = make_train_step(loss_fn, encoder, variables, optimizer)
 
     @tf.function
-    def refresh():
-        sampler.refresh()
+    def refresh(step):
+        if is_lsh:
+            sampler.maintain(step)  # rebuild, or new hash functions on their schedule
+        else:
+            sampler.refresh()
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
                                    tf.TensorSpec([None], tf.int64)])
@@ -199,14 +253,14 @@ def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
     # Trace before timing so that ms/step measures steps, not tracing.
     train_step.get_concrete_function(*dataset.element_spec)
     if sampler is not None:
-        refresh.get_concrete_function()
+        refresh.get_concrete_function(tf.TensorSpec([], tf.int64))
 
     records, train_time, loss_sum, loss_n = [], 0.0, 0.0, 0
     for step in range(1, steps + 1):
         x, y = next(batches)
         start = time.perf_counter()
         if sampler is not None and step > 1 and (step - 1) % refresh_every == 0:
-            refresh()  # full rebuild of the sampler's tree from the current W, b
+            refresh(tf.constant(step - 1, tf.int64))  # full rebuild from the current W, b
         loss_sum += float(train_step(x, y))
         train_time += time.perf_counter() - start
         loss_n += 1
@@ -276,7 +330,7 @@ def write_outputs(records, curves, summary, output_dir, title):
 
 def run(objectives, seeds, output_dir, num_sampled=16, steps=1200,
         batch_size=256, eval_every=100, learning_rate=2e-3, leaf_size=None,
-        num_features=128, refresh_every=10, data=None):
+        num_features=128, refresh_every=10, data=None, lsh_options=None):
     """Trains every objective for every seed, prints the table, writes outputs."""
     for obj in objectives:
         if obj not in OBJECTIVES:
@@ -292,7 +346,7 @@ def run(objectives, seeds, output_dir, num_sampled=16, steps=1200,
         for seed in seeds:
             records += train_one(obj, data, seed, steps, batch_size, eval_every,
                                  num_sampled, learning_rate, leaf_size, num_features,
-                                 refresh_every)
+                                 refresh_every, lsh_options=lsh_options)
     curves, summary, target = summarize(records, objectives)
 
     target_txt = f"{target:.3f}" if target is not None else "n/a"
@@ -323,7 +377,10 @@ def main(argv):
         num_sampled=FLAGS.num_sampled, steps=FLAGS.steps,
         batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
         learning_rate=FLAGS.learning_rate, leaf_size=FLAGS.leaf_size,
-        num_features=FLAGS.num_features, refresh_every=FLAGS.refresh_every)
+        num_features=FLAGS.num_features, refresh_every=FLAGS.refresh_every,
+        lsh_options=dict(num_tables=FLAGS.lsh_num_tables, num_hashes=FLAGS.lsh_num_hashes,
+                         bucket_size=FLAGS.lsh_bucket_size,
+                         rehash_every=FLAGS.lsh_rehash_every))
 
 
 if __name__ == "__main__":

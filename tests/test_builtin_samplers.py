@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_kernel_sampler import P_THRESHOLD, chi_square_p_value
+from stats import P_THRESHOLD, chi_square_p_value
 
 C = 300
 COUNTS = np.random.RandomState(0).randint(0, 50, size=C).astype(np.float64) + 1

@@ -1,11 +1,11 @@
 """KernelSampler against the brute-force proposal: exact log q and frequencies."""
 import numpy as np
 import pytest
-import scipy.stats
 import tensorflow as tf
 
 import tf_sampled as tfs
 from oracles import kernel_log_prob
+from stats import P_THRESHOLD, chi_square_p_value
 
 NUM_CLASSES, DIM = 1000, 8
 
@@ -58,25 +58,6 @@ def test_sample_log_q_matches_brute_force(sampler):
     assert_log_close(cands.log_q.numpy(), np.take_along_axis(ref, ids, 1))
     assert_log_close(cands.true_log_q.numpy(), np.take_along_axis(ref, truth, 1))
     assert_log_close(sampler.log_prob(h, ids).numpy(), np.take_along_axis(ref, ids, 1))
-
-
-def chi_square_p_value(counts, probs, min_expected=5.0):
-    """Pearson chi-square p-value, merging classes whose expected count is small."""
-    n = counts.sum()
-    expected = probs * n
-    order = np.argsort(expected)
-    small = order[expected[order] < min_expected]
-    big = np.setdiff1d(np.arange(len(probs)), small)
-    obs = np.append(counts[big], counts[small].sum())
-    exp = np.append(expected[big], expected[small].sum())
-    keep = exp > 0
-    return scipy.stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
-
-
-# A correct sampler fails a test at level 1e-3 once in a thousand seeds; the
-# seeds are fixed, so a pass stays a pass, and a real error (a wrong branch
-# probability of even 2% on one node) makes p astronomically small at 200k draws.
-P_THRESHOLD = 1e-3
 
 
 def test_per_example_frequencies_pass_chi_square(sampler):

@@ -124,10 +124,10 @@ def _kernel_ops_available():
         return False
 
 
-def _run_and_check(example, small_data, objectives, tmp_path):
+def _run_and_check(example, small_data, objectives, tmp_path, **kwargs):
     summary = example.run(objectives, [0], str(tmp_path), num_sampled=8, steps=6,
                           batch_size=32, eval_every=3, leaf_size=8,
-                          num_features=16, refresh_every=2, data=small_data)
+                          num_features=16, refresh_every=2, data=small_data, **kwargs)
     assert [s["objective"] for s in summary] == objectives
     for s in summary:
         assert np.isfinite(s["val_ce"]) and 0 < s["val_ce"] < 20
@@ -147,3 +147,10 @@ def test_example_tf_nn_objectives(example, small_data, tmp_path):
 def test_example_kernel_objectives(example, small_data, tmp_path):
     _run_and_check(example, small_data, ["log_uniform", "kernel", "kernel_shared"],
                    tmp_path)
+
+
+@pytest.mark.skipif(not _kernel_ops_available(),
+                    reason="tf_sampled op library not built")
+def test_example_lsh_objectives(example, small_data, tmp_path):
+    _run_and_check(example, small_data, ["lsh", "lsh_label", "lsh_shared"], tmp_path,
+                   lsh_options=dict(num_tables=4, num_hashes=6, rehash_every=4))

@@ -23,6 +23,11 @@ _NO_GRADIENT_OPS = (
     "TfSampled>KernelTreeSample",
     "TfSampled>KernelTreeLogProb",
     "TfSampled>KernelTreeCandidateSampler",
+    "TfSampled>LshBuild",
+    "TfSampled>LshUpdate",
+    "TfSampled>LshSample",
+    "TfSampled>LshLogProb",
+    "TfSampled>LshCandidateSampler",
     # Second-order gradients of the fused loss are not provided.
     "TfSampled>SampledSoftmaxLossGrad",
 )

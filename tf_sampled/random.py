@@ -8,6 +8,7 @@ mixture proposal. Per-example negatives (`sampler.sample`) carry most of the
 quality gain; this mode is for existing code.
 """
 from tf_sampled.samplers.kernel import KernelSampler
+from tf_sampled.samplers.lsh import LSHSampler
 
 
 def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
@@ -32,5 +33,35 @@ def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_
     """
     if not isinstance(sampler, KernelSampler):
         raise ValueError(f"sampler must be a tf_sampled.samplers.KernelSampler, got {sampler!r}")
+    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                                     seed=seed, name=name, inputs=inputs)
+
+
+def lsh_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, *, inputs, sampler):
+    """Batch-shared candidates from an `LSHSampler`.
+
+    The candidates are drawn from the mixture (1/batch) sum_b q(. | query_b)
+    of the batch's LSH proposals, and the expected counts are exact for it.
+
+    Args:
+      true_classes: [batch, num_true] int64 target classes.
+      num_true: int, columns of `true_classes`.
+      num_sampled: int, S.
+      unique: bool; draw until S distinct classes (expected counts then use
+        num_tries, as TensorFlow's samplers do).
+      range_max: int, must equal the sampler's number of classes.
+      seed: optional op seed.
+      name: optional name scope.
+      inputs: [batch, dim] queries h (ignored, may be None, for an LSHSampler
+        with query="label", whose queries are the true classes' embeddings).
+      sampler: the `tf_sampled.samplers.LSHSampler`.
+
+    Returns:
+      (sampled_candidates [S], true_expected_count [batch, num_true],
+      sampled_expected_count [S]).
+    """
+    if not isinstance(sampler, LSHSampler):
+        raise ValueError(f"sampler must be a tf_sampled.samplers.LSHSampler, got {sampler!r}")
     return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
                                      seed=seed, name=name, inputs=inputs)

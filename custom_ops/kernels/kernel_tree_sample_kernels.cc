@@ -4,8 +4,8 @@
 #include <limits>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 #include "tensorflow/core/util/guarded_philox_random.h"
 
@@ -17,17 +17,6 @@ using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
 namespace {
-
-// A 64-bit seed for query `index`, from a block of Philox outputs reserved
-// for this call: each query gets its own stream whatever the sharding.
-uint64_t QuerySeed(const ::tensorflow::random::PhiloxRandom& block,
-                   int64_t index) {
-  ::tensorflow::random::PhiloxRandom gen = block;
-  gen.Skip(index);
-  const auto out = gen();
-  return (uint64_t(out[0]) << 32 | out[1]) ^
-         ((uint64_t(out[2]) << 32 | out[3]) * 0x9e3779b97f4a7c15ULL);
-}
 
 absl::Status NonFiniteRowError(int64_t query) {
   return errors::InvalidArgument(
@@ -73,19 +62,9 @@ class KernelTreeSampleOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
-    OP_REQUIRES(ctx,
-                in.batch == 0 ||
-                    num_sampled_ <= std::numeric_limits<int64_t>::max() / in.batch,
-                errors::InvalidArgument("num_sampled (", num_sampled_,
-                                        ") times the batch (", in.batch,
-                                        ") overflows int64"));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, TensorShape({in.batch, num_sampled_}), &ids_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            1, TensorShape({in.batch, num_sampled_}), &log_q_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            2, TensorShape({in.batch, num_true}), &true_log_q_t));
+    OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
+                                                  &ids_t, &log_q_t, &true_log_q_t));
     if (in.batch == 0) return;
 
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
@@ -235,7 +214,14 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled, sampled_log_q),
                   NonFiniteRowError(0));
     } else {
-      OP_REQUIRES_OK(ctx, SampleUnique(tree, &state, &rng, sampled,
+      // Draws from one descent are an iid sequence (Sample shuffles them), so
+      // taking them in order is exactly sequential sampling. Every class has
+      // probability >= kMinBranchProb^depth, so this ends.
+      auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
+        if (!tree.Sample(&state, n, &rng, ids, log_q)) return NonFiniteRowError(0);
+        return absl::OkStatus();
+      };
+      OP_REQUIRES_OK(ctx, SampleUnique(num_sampled_, range_max_, draw, sampled,
                                        sampled_log_q, &num_tries));
     }
     // The true classes' log q under the shared query, in parallel chunks.
@@ -250,66 +236,11 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
                   }
                 });
     OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(0));
-    for (int64_t i = 0; i < num_sampled_; ++i) {
-      sampled_log_q[i] = ExpectedCount(sampled_log_q[i], num_tries);
-    }
-    for (int64_t i = 0; i < in.batch * num_true_; ++i) {
-      true_log_q[i] = ExpectedCount(true_log_q[i], num_tries);
-    }
+    LogQToExpectedCounts(sampled_log_q, num_sampled_, num_sampled_, num_tries);
+    LogQToExpectedCounts(true_log_q, in.batch * num_true_, num_sampled_, num_tries);
   }
 
  private:
-  // TensorFlow's definition (range_sampler.cc): num_sampled * q without
-  // unique, 1 - (1 - q)^num_tries with it.
-  float ExpectedCount(float log_q, int64_t num_tries) const {
-    const double q = std::exp(double(log_q));
-    if (num_tries == num_sampled_) return static_cast<float>(q * num_sampled_);
-    return static_cast<float>(-std::expm1(num_tries * std::log1p(-q)));
-  }
-
-  // Draws iid until num_sampled distinct classes are seen, as TensorFlow's
-  // unique samplers do; num_tries counts every draw up to the last new class.
-  absl::Status SampleUnique(const KernelTree& tree, QueryState* state,
-                            Random* rng, int64_t* sampled, float* sampled_log_q,
-                            int64_t* num_tries) const {
-    absl::flat_hash_set<int64_t> seen;
-    std::vector<int64_t> batch_ids;
-    std::vector<float> batch_log_q;
-    int64_t tries = 0;
-    // Every class has probability >= kMinBranchProb^depth, so this ends; the
-    // cap turns a pathological tree (num_sampled close to range_max and
-    // almost all mass on few classes) into an error instead of a hang.
-    const int64_t max_tries = 1000 * num_sampled_ + 100 * range_max_;
-    while (static_cast<int64_t>(seen.size()) < num_sampled_) {
-      if (tries > max_tries) {
-        return errors::InvalidArgument(
-            "Could not find num_sampled=", num_sampled_,
-            " distinct classes in ", tries,
-            " draws (unique=True); lower num_sampled (range_max=", range_max_,
-            ")");
-      }
-      // Draws from one descent are an iid sequence (Sample shuffles them), so
-      // taking them in order is exactly sequential sampling.
-      const int64_t chunk = 2 * (num_sampled_ - seen.size()) + 8;
-      batch_ids.resize(chunk);
-      batch_log_q.resize(chunk);
-      if (!tree.Sample(state, chunk, rng, batch_ids.data(), batch_log_q.data())) {
-        return NonFiniteRowError(0);
-      }
-      for (int64_t i = 0; i < chunk &&
-                          static_cast<int64_t>(seen.size()) < num_sampled_;
-           ++i) {
-        ++tries;
-        if (seen.insert(batch_ids[i]).second) {
-          sampled[seen.size() - 1] = batch_ids[i];
-          sampled_log_q[seen.size() - 1] = batch_log_q[i];
-        }
-      }
-    }
-    *num_tries = tries;
-    return absl::OkStatus();
-  }
-
   FeatureAttrs attrs_;
   int64_t num_true_, num_sampled_, range_max_;
   bool unique_;

@@ -28,6 +28,28 @@ def check_count(name, value, maximum=None):
     return value
 
 
+def check_table_shape(shape):
+    """(num_classes, dim) of a class table's static shape, or ValueError."""
+    if shape.rank != 2 or shape[0] is None or shape[1] is None:
+        raise ValueError(
+            f"embeddings must have a static shape [num_classes, dim], got {shape}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"embeddings must be non-empty, got shape {shape}")
+    return int(shape[0]), int(shape[1])
+
+
+def as_query_matrix(inputs, num_classes, dim):
+    """float32 [batch, dim] inputs h for a table of [num_classes, dim], or ValueError."""
+    inputs = tf.convert_to_tensor(inputs)
+    if not inputs.dtype.is_floating:
+        raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
+    if inputs.shape.rank != 2 or inputs.shape[1] != dim:
+        raise ValueError(
+            f"inputs must have shape [batch, {dim}] to match embeddings "
+            f"[{num_classes}, {dim}], got {inputs.shape}")
+    return tf.cast(inputs, tf.float32)
+
+
 def as_class_matrix(classes, name, batch=None):
     """int64 [batch, n] class ids (a [batch] vector becomes [batch, 1])."""
     classes = tf.convert_to_tensor(classes)
@@ -104,6 +126,15 @@ class Sampler(tf.Module):
     def refresh(self, ids=None):
         """Brings the state up to date with the class table (no-op by default)."""
         del ids
+
+    def _shared_true_classes(self, true_classes, num_true, batch):
+        """true_classes as int64 [batch, num_true] for `candidate_sampler`."""
+        true_classes = as_class_matrix(true_classes, "true_classes", batch)
+        if true_classes.shape[1] is not None and true_classes.shape[1] != num_true:
+            raise ValueError(
+                f"true_classes must have num_true={num_true} columns, got shape "
+                f"{true_classes.shape}")
+        return true_classes
 
     def _check_shared_args(self, num_true, num_sampled, unique, range_max):
         check_count("num_true", num_true)

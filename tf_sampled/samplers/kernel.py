@@ -57,11 +57,7 @@ class KernelSampler(base.Sampler):
     def __init__(self, embeddings, feature_map=None, leaf_size=DEFAULT_LEAF_SIZE,
                  biases=None, incremental=True, name=None):
         shape = embeddings.shape
-        if shape.rank != 2 or shape[0] is None or shape[1] is None:
-            raise ValueError(
-                f"embeddings must have a static shape [num_classes, dim], got {shape}")
-        if shape[0] < 1 or shape[1] < 1:
-            raise ValueError(f"embeddings must be non-empty, got shape {shape}")
+        base.check_table_shape(shape)
         if biases is not None and (biases.shape.rank != 1 or biases.shape[0] != shape[0]):
             raise ValueError(
                 f"biases must have shape [{shape[0]}] like embeddings' rows, got {biases.shape}")
@@ -119,16 +115,10 @@ class KernelSampler(base.Sampler):
             rows=rows, omega=self.omega, has_bias=self.biases is not None, **self._attrs)
 
     def _table_args(self, inputs):
-        inputs = tf.convert_to_tensor(inputs)
-        if not inputs.dtype.is_floating:
-            raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
-        if inputs.shape.rank != 2 or inputs.shape[1] != self.dim:
-            raise ValueError(
-                f"inputs must have shape [batch, {self.dim}] to match embeddings "
-                f"[{self.num_classes}, {self.dim}], got {inputs.shape}")
+        inputs = base.as_query_matrix(inputs, self.num_classes, self.dim)
         return dict(nodes=self.nodes.handle, embeddings=self._table.handle,
                     biases=self._bias_table.handle, omega=self.omega,
-                    inputs=tf.cast(inputs, tf.float32))
+                    inputs=inputs)
 
     def sample(self, inputs, num_sampled, true_classes=None, seed=None):
         base.check_count("num_sampled", num_sampled)
@@ -155,11 +145,7 @@ class KernelSampler(base.Sampler):
             raise ValueError("KernelSampler.candidate_sampler needs `inputs` [batch, dim]")
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._table_args(inputs)
-        true_classes = base.as_class_matrix(true_classes, "true_classes", args["inputs"].shape[0])
-        if true_classes.shape[1] is not None and true_classes.shape[1] != num_true:
-            raise ValueError(
-                f"true_classes must have num_true={num_true} columns, got shape "
-                f"{true_classes.shape}")
+        true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
         seed1, seed2 = base.op_seeds(seed)
         with tf.name_scope(name or "kernel_candidate_sampler"):
             return self._library.tf_sampled_kernel_tree_candidate_sampler(

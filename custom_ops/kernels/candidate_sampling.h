@@ -1,0 +1,103 @@
+// Helpers shared by the sampling OpKernels of every sampler: per-query seeds
+// and TensorFlow's candidate-sampler contract (unique draws, expected counts).
+#ifndef TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_
+#define TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/lib/random/philox_random.h"
+
+namespace tf_sampled {
+
+// A 64-bit seed for query `index`, from a block of Philox outputs reserved
+// for this call: each query gets its own stream whatever the sharding.
+inline uint64_t QuerySeed(const ::tensorflow::random::PhiloxRandom& block,
+                          int64_t index) {
+  ::tensorflow::random::PhiloxRandom gen = block;
+  gen.Skip(index);
+  const auto out = gen();
+  return (uint64_t(out[0]) << 32 | out[1]) ^
+         ((uint64_t(out[2]) << 32 | out[3]) * 0x9e3779b97f4a7c15ULL);
+}
+
+// TensorFlow's expected count (range_sampler.cc): num_sampled * q without
+// unique (num_tries == num_sampled), 1 - (1 - q)^num_tries with it.
+inline float ExpectedCount(float log_q, int64_t num_sampled, int64_t num_tries) {
+  const double q = std::exp(double(log_q));
+  if (num_tries == num_sampled) return static_cast<float>(q * num_sampled);
+  return static_cast<float>(-std::expm1(num_tries * std::log1p(-q)));
+}
+
+// Turns log q [n] into expected counts in place.
+inline void LogQToExpectedCounts(float* values, int64_t n, int64_t num_sampled,
+                                 int64_t num_tries) {
+  for (int64_t i = 0; i < n; ++i) {
+    values[i] = ExpectedCount(values[i], num_sampled, num_tries);
+  }
+}
+
+// Allocates a per-example sampling op's outputs 0-2: ids and log_q
+// [batch, num_sampled], true_log_q [batch, num_true], after checking that
+// batch * num_sampled fits in int64 (TensorShape would CHECK-fail).
+inline absl::Status AllocatePerExampleOutputs(::tensorflow::OpKernelContext* ctx,
+                                              int64_t batch, int64_t num_sampled,
+                                              int64_t num_true, ::tensorflow::Tensor** ids,
+                                              ::tensorflow::Tensor** log_q,
+                                              ::tensorflow::Tensor** true_log_q) {
+  if (batch > 0 && num_sampled > std::numeric_limits<int64_t>::max() / batch) {
+    return ::tensorflow::errors::InvalidArgument("num_sampled (", num_sampled,
+                                                 ") times the batch (", batch,
+                                                 ") overflows int64");
+  }
+  using ::tensorflow::TensorShape;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({batch, num_sampled}), ids));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({batch, num_sampled}), log_q));
+  return ctx->allocate_output(2, TensorShape({batch, num_true}), true_log_q);
+}
+
+// Draws iid until num_sampled distinct classes are seen, as TensorFlow's
+// unique samplers do; num_tries counts every draw up to the last new class.
+// draw(n, ids, log_q) -> absl::Status fills n iid draws in order. The cap on
+// draws turns a proposal with almost all mass on few classes into an error
+// instead of a hang.
+template <typename DrawFn>
+absl::Status SampleUnique(int64_t num_sampled, int64_t range_max, DrawFn&& draw,
+                          int64_t* sampled, float* sampled_log_q,
+                          int64_t* num_tries) {
+  absl::flat_hash_set<int64_t> seen;
+  std::vector<int64_t> chunk_ids;
+  std::vector<float> chunk_log_q;
+  int64_t tries = 0;
+  const int64_t max_tries = 1000 * num_sampled + 100 * range_max;
+  while (static_cast<int64_t>(seen.size()) < num_sampled) {
+    if (tries > max_tries) {
+      return ::tensorflow::errors::InvalidArgument(
+          "Could not find num_sampled=", num_sampled, " distinct classes in ",
+          tries, " draws (unique=True); lower num_sampled (range_max=",
+          range_max, ")");
+    }
+    const int64_t chunk = 2 * (num_sampled - seen.size()) + 8;
+    chunk_ids.resize(chunk);
+    chunk_log_q.resize(chunk);
+    TF_RETURN_IF_ERROR(draw(chunk, chunk_ids.data(), chunk_log_q.data()));
+    for (int64_t i = 0;
+         i < chunk && static_cast<int64_t>(seen.size()) < num_sampled; ++i) {
+      ++tries;
+      if (seen.insert(chunk_ids[i]).second) {
+        sampled[seen.size() - 1] = chunk_ids[i];
+        sampled_log_q[seen.size() - 1] = chunk_log_q[i];
+      }
+    }
+  }
+  *num_tries = tries;
+  return absl::OkStatus();
+}
+
+}  // namespace tf_sampled
+
+#endif  // TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_
