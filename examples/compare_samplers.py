@@ -16,6 +16,7 @@ Objectives:
   unigram         ... + tf.random.fixed_unigram_candidate_sampler(train counts)
   kernel          per-example negatives from tfs.samplers.KernelSampler
                   (positive random features) + tfs.nn.sampled_softmax_loss
+                  (the fused per-example loss op)
   kernel_shared   batch-shared negatives: tfs.random.kernel_candidate_sampler as a
                   drop-in sampled_values for tf.nn.sampled_softmax_loss
   kernel_fourier  per-example, random Fourier features
@@ -166,14 +167,8 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size,
     raise ValueError(f"Unknown objective {objective!r}; choose from {OBJECTIVES}.")
 
 
-def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
-              learning_rate=2e-3, leaf_size=None, num_features=128,
-              refresh_every=10, eval_batch=4096, lsh_options=None):
-    """Trains one model; returns a list of evaluation records (dicts).
-
-    lsh_options: LSHSampler keyword arguments for the lsh* objectives (the
-    tables are rebuilt every `refresh_every` steps, as the kernel tree is).
-    """
+def build_model(data, seed, learning_rate=2e-3):
+    """(encoder, W, b, trainable variables, Adam optimizer) of one run."""
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow seeds.
     encoder = keras.Sequential([
         keras.layers.Embedding(data.vocab_size, EMBED_DIM, mask_zero=True),
@@ -187,7 +182,29 @@ def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
     variables = encoder.trainable_variables + [W, b]
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(variables)
+    return encoder, W, b, variables, optimizer
 
+
+def make_train_step(loss_fn, encoder, variables, optimizer):
+    """A tf.function (x, y) -> mean loss that applies one optimizer step."""
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(encoder(x, training=True), y))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+    return train_step
+
+
+def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
+              learning_rate=2e-3, leaf_size=None, num_features=128,
+              refresh_every=10, eval_batch=4096, lsh_options=None):
+    """Trains one model; returns a list of evaluation records (dicts).
+
+    lsh_options: LSHSampler keyword arguments for the lsh* objectives (the
+    tables are rebuilt every `refresh_every` steps, as the kernel tree is).
+    """
+    encoder, W, b, variables, optimizer = build_model(data, seed, learning_rate)
     lsh_options = dict(lsh_options or {}, rebuild_every=refresh_every)
     loss_fn, sampler = make_loss_fn(objective, W, b, num_sampled,
                                     data.class_counts, seed, leaf_size,
@@ -203,13 +220,7 @@ def train_one(objective, data, seed, steps, batch_size, eval_every, num_sampled,
         print(f"[{objective:>14s} seed {seed}] KernelSampler: leaf_size "
               f"{sampler.leaf_size}, {sampler.feature_map!r}, full refresh every "
               f"{refresh_every} steps", flush=True)
-
-    @tf.function
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(loss_fn(encoder(x, training=True), y))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+    train_step = make_train_step(loss_fn, encoder, variables, optimizer)
 
     @tf.function
     def refresh(step):

@@ -1,12 +1,22 @@
 """The raw ops with array arguments for the variables they read in place.
 
-The sampling ops take nodes, embeddings and biases (the LSH ops: buckets,
-counts, codes and embeddings) as variable handles; tests
-that feed arbitrary (also malformed) arrays wrap each in a fresh variable.
+The sampling ops take nodes, embeddings and biases as variable handles (the
+LSH ops: buckets, counts, codes and embeddings), the resource form of the
+fused loss its weights and biases; tests that feed arbitrary (also
+malformed) arrays wrap each in a fresh variable.
 """
 import tensorflow as tf
 
-_HANDLE_ARGS = ("nodes", "embeddings", "biases", "buckets", "counts", "codes")
+# Ops (by their wrapper's name) that read variables in place, and which of
+# their arguments are variable handles.
+_HANDLE_ARGS = {
+    "tf_sampled_kernel_tree_sample": ("nodes", "embeddings", "biases"),
+    "tf_sampled_kernel_tree_log_prob": ("nodes", "embeddings", "biases"),
+    "tf_sampled_kernel_tree_candidate_sampler": ("nodes", "embeddings", "biases"),
+    "tf_sampled_resource_sampled_softmax_loss": ("weights", "biases"),
+}
+# Every LSH op: whichever of these it takes.
+_LSH_HANDLE_ARGS = ("buckets", "counts", "codes", "embeddings")
 
 
 def _as_handle(value):
@@ -25,13 +35,13 @@ class RawOps:
 
     def __getattr__(self, name):
         fn = getattr(self._library, name)
-        reads_variables = name.startswith("tf_sampled_lsh_") or (
-            name.startswith("tf_sampled_kernel_tree_") and not name.endswith(("build", "update")))
-        if not reads_variables:
+        handle_args = _HANDLE_ARGS.get(name) or (
+            _LSH_HANDLE_ARGS if name.startswith("tf_sampled_lsh_") else None)
+        if handle_args is None:
             return fn
 
         def call(**kwargs):
-            for key in _HANDLE_ARGS:
+            for key in handle_args:
                 if key in kwargs:
                     kwargs[key] = _as_handle(kwargs[key])
             return fn(**kwargs)

@@ -3,7 +3,8 @@
 Every bad argument must give ValueError (caught in Python) or
 tf.errors.InvalidArgumentError (caught by the op) whose message names the
 argument, and the bad value where the op reports it; never a crash. An empty
-batch is not an error: it returns empty outputs of the documented shapes.
+batch is not an error for the samplers (empty outputs of the documented
+shapes); the fused loss op rejects it (there is no loss to return).
 
 Cases that could kill the interpreter (and a random fuzz over every raw op)
 run in a subprocess, so a segfault or abort fails one test instead of the run.
@@ -138,6 +139,7 @@ def call_raw(ops, op, setup, **overrides):
 
 
 RAW_OPS = ["build", "update", "sample", "log_prob", "candidate_sampler"]
+LOSS_OPS = ["loss", "resource_loss", "loss_grad"]
 QUERY_OPS = ["sample", "log_prob", "candidate_sampler"]
 IDS_ARG = {"sample": "true_classes", "log_prob": "classes",
            "candidate_sampler": "true_classes"}
@@ -300,8 +302,10 @@ def test_empty_batch_returns_empty_outputs(fmap):
     triple = tfs.random.kernel_candidate_sampler(labels, 1, 3, True, NUM_CLASSES,
                                                  inputs=h, sampler=sampler)
     for sampled in (per_example, triple):
-        loss = tfs.nn.sampled_softmax_loss(sampler.embeddings, None, labels, h, sampled)
+        loss = tfs.nn.sampled_softmax_loss(sampler.embeddings, None, labels, h, sampled,
+                                           fused=False)
         assert loss.shape == (0,) and loss.dtype == tf.float32
+    # The fused op has no loss to return for no examples (tested below).
 
 
 @pytest.mark.parametrize("range_max", [NUM_CLASSES - 1, NUM_CLASSES + 1, 0, -1])
@@ -381,21 +385,102 @@ def test_full_refresh_with_nan_row_keeps_state(fmap):
 
 
 @pytest.mark.parametrize("bad_label", [NUM_CLASSES, -1])
-@pytest.mark.parametrize("kind", ["per_example", "triple"])
+@pytest.mark.parametrize("kind", ["per_example", "per_example_reference", "triple"])
 def test_sampled_softmax_loss_rejects_out_of_range_labels(kind, bad_label):
-    # FAILS: labels are not validated; the error comes from tf.gather
-    # ("indices[1,0] = 5 is not in [0, 5)", naming neither `labels` nor the
-    # loss), and on GPU tf.gather returns zeros for bad indices, silently.
     sampler = make_sampler()
     h = queries()
-    sampled = (sampler.sample(h, 3, true_classes=truth()) if kind == "per_example" else
-               tfs.random.kernel_candidate_sampler(truth(), 1, 3, False, NUM_CLASSES,
-                                                   inputs=h, sampler=sampler))
+    sampled = (tfs.random.kernel_candidate_sampler(truth(), 1, 3, False, NUM_CLASSES,
+                                                   inputs=h, sampler=sampler)
+               if kind == "triple" else sampler.sample(h, 3, true_classes=truth()))
     labels = tf.constant([[0], [bad_label]], tf.int64)
     raises_naming((ValueError, tf.errors.InvalidArgumentError),
                   lambda: tfs.nn.sampled_softmax_loss(sampler.embeddings, None, labels, h,
-                                                      sampled),
+                                                      sampled, fused=kind == "per_example"),
                   "labels", str(bad_label))
+
+
+def fused_loss_case(**overrides):
+    """A valid fused-loss call on a variable table, with some arguments replaced."""
+    rng = np.random.default_rng(0)
+    args = dict(
+        weights=tf.Variable(rng.standard_normal((NUM_CLASSES, DIM)).astype(np.float32)),
+        biases=tf.Variable(rng.standard_normal(NUM_CLASSES).astype(np.float32)),
+        labels=tf.constant([[0], [4]], tf.int64), inputs=queries(),
+        ids=tf.constant([[1, 2, 3], [0, 0, 4]], tf.int64),
+        log_q=tf.fill([2, 3], -1.0), true_log_q=tf.fill([2, 1], -1.0))
+    args.update(overrides)
+    cands = tfs.samplers.SampledCandidates(args.pop("ids"), args.pop("log_q"),
+                                           args.pop("true_log_q"))
+    return lambda: tfs.nn.sampled_softmax_loss(
+        args["weights"], args["biases"], args["labels"], args["inputs"], cands)
+
+
+@pytest.mark.parametrize("bad_id", [-1, NUM_CLASSES, I64_MAX])
+def test_fused_loss_rejects_out_of_range_candidates(bad_id):
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        ids=tf.constant([[1, 2, 3], [0, bad_id, 4]], tf.int64)), "sampled", str(bad_id))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["log_q", "true_log_q"])
+def test_fused_loss_rejects_non_finite_log_q(which, bad):
+    value = np.full([2, 3 if which == "log_q" else 1], -1.0, np.float32)
+    value[1, 0] = bad
+    name = "sampled_log_count" if which == "log_q" else "true_log_count"
+    raises_naming(tf.errors.InvalidArgumentError,
+                  fused_loss_case(**{which: tf.constant(value)}), name, "finite")
+
+
+def test_fused_loss_rejects_bad_shapes():
+    raises_naming(ValueError, fused_loss_case(
+        weights=tf.Variable(tf.zeros([NUM_CLASSES, DIM + 1]))), "weights", "inputs")
+    raises_naming(ValueError, fused_loss_case(
+        ids=tf.constant([1, 2, 3], tf.int64)), "sampled.ids", "(3,)")
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        ids=tf.zeros([2, 0], tf.int64), log_q=tf.zeros([2, 0])), "sampled", "num_sampled")
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        log_q=tf.zeros([2, 2])), "sampled_log_count", "[2,3]")
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        true_log_q=tf.zeros([2, 2])), "true_log_count", "[2,1]")
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        biases=tf.Variable(tf.zeros([NUM_CLASSES + 1]))), "biases", str(NUM_CLASSES))
+
+
+def test_fused_loss_rejects_an_empty_batch():
+    raises_naming(tf.errors.InvalidArgumentError, fused_loss_case(
+        inputs=tf.zeros([0, DIM]), labels=tf.zeros([0, 1], tf.int64),
+        ids=tf.zeros([0, 3], tf.int64), log_q=tf.zeros([0, 3]),
+        true_log_q=tf.zeros([0, 1])), "inputs", "at least one row")
+
+
+def test_raw_fused_loss_ops_reject_bad_tables_and_handles(ops):
+    rng = np.random.default_rng(0)
+    batch = dict(inputs=queries(), labels=truth(), sampled=tf.constant([[1, 2], [3, 4]],
+                                                                         tf.int64),
+                 sampled_log_count=tf.zeros([2, 2]), true_log_count=tf.zeros([2, 1]))
+    emb = rng.standard_normal((NUM_CLASSES, DIM)).astype(np.float32)
+    raises_naming(tf.errors.InvalidArgumentError, lambda: ops.tf_sampled_sampled_softmax_loss(
+        weights=emb[:, :2], biases=np.zeros([0], np.float32), **batch), "inputs", str(2))
+    raises_naming(tf.errors.InvalidArgumentError, lambda: ops.tf_sampled_sampled_softmax_loss(
+        weights=np.zeros([0, DIM], np.float32), biases=np.zeros([0], np.float32), **batch),
+        "weights", "non-empty")
+    raises_naming(tf.errors.InvalidArgumentError,
+                  lambda: ops.tf_sampled_resource_sampled_softmax_loss(
+                      weights=tf.zeros([2]), biases=emb, **batch), "weights", "rank 2")
+    raises_naming(tf.errors.InvalidArgumentError,
+                  lambda: ops.tf_sampled_resource_sampled_softmax_loss(
+                      weights=emb.astype(np.float64), biases=emb, has_biases=False, **batch),
+                  "weights", "float")
+    raises_naming(tf.errors.InvalidArgumentError,
+                  lambda: ops.tf_sampled_sampled_softmax_loss_grad(
+                      loss_grad=tf.ones([2]), logit_grads=tf.ones([2, 3]), inputs=queries(),
+                      labels=truth(), sampled=tf.constant([[1, 2], [3, -4]], tf.int64)),
+                  "sampled", "-4")
+    raises_naming(tf.errors.InvalidArgumentError,
+                  lambda: ops.tf_sampled_sampled_softmax_loss_grad(
+                      loss_grad=tf.ones([2]), logit_grads=tf.ones([2, 4]), inputs=queries(),
+                      labels=truth(), sampled=tf.constant([[1, 2], [3, 4]], tf.int64)),
+                  "logit_grads", "[2, 3]")
 
 
 def test_sampled_softmax_loss_rejects_bad_shapes_and_dtypes():
@@ -780,7 +865,7 @@ def test_no_crash(crash_runs, case):
 # --------------------------------------------------------------------------
 
 FUZZ_SCRIPT = textwrap.dedent('''
-    """Random malformed calls to every raw kernel-tree op: argv = seed, calls.
+    """Random malformed calls to every raw op: argv = seed, calls.
 
     Prints each call before making it (the last CALL line before a crash is a
     reproducer) and a FUZZ SUMMARY line at the end.
@@ -999,6 +1084,45 @@ FUZZ_SCRIPT = textwrap.dedent('''
                     range_max=range_max, **seeds(), **tree_args(s, p), **attrs(s))
 
 
+    def loss_columns(s):
+        batch = len(s["inputs"])
+        labels = rng.integers(0, s["c"], size=(batch, int(rng.integers(1, 3))))
+        sampled = rng.integers(0, s["c"], size=(batch, int(rng.integers(1, 4))))
+        return labels, sampled
+
+
+    def call_loss(s, p):
+        labels, sampled = loss_columns(s)
+        slc, tlc = randn(sampled.shape), randn(labels.shape)
+        return dict(inputs=maybe(p, s["inputs"], lambda: float_arg(s["inputs"])),
+                    weights=maybe(p, s["emb"], lambda: float_arg(s["emb"])),
+                    biases=maybe(p, s["biases"], lambda: float_arg(
+                        s["biases"] if s["biases"].size else randn((s["c"],)))),
+                    labels=maybe(p, labels, lambda: id_arg(labels, s["c"])),
+                    sampled=maybe(p, sampled, lambda: id_arg(sampled, s["c"])),
+                    sampled_log_count=maybe(p, slc, lambda: float_arg(slc)),
+                    true_log_count=maybe(p, tlc, lambda: float_arg(tlc)),
+                    remove_accidental_hits=bool(chance(0.5)),
+                    subtract_log_q_true=bool(chance(0.5)))
+
+
+    def call_resource_loss(s, p):
+        kwargs = call_loss(s, p)
+        kwargs["has_biases"] = s["has_biases"] if chance(0.9) else not s["has_biases"]
+        return kwargs
+
+
+    def call_loss_grad(s, p):
+        labels, sampled = loss_columns(s)
+        batch, columns = len(s["inputs"]), labels.shape[1] + sampled.shape[1]
+        loss_grad, logit_grads = randn((batch,)), randn((batch, columns))
+        return dict(loss_grad=maybe(p, loss_grad, lambda: float_arg(loss_grad)),
+                    logit_grads=maybe(p, logit_grads, lambda: float_arg(logit_grads)),
+                    inputs=maybe(p, s["inputs"], lambda: float_arg(s["inputs"])),
+                    labels=maybe(p, labels, lambda: id_arg(labels, s["c"])),
+                    sampled=maybe(p, sampled, lambda: id_arg(sampled, s["c"])))
+
+
     def describe(kwargs):
         parts = []
         for key, value in kwargs.items():
@@ -1019,7 +1143,11 @@ FUZZ_SCRIPT = textwrap.dedent('''
            ("sample", lib.tf_sampled_kernel_tree_sample, call_sample),
            ("log_prob", lib.tf_sampled_kernel_tree_log_prob, call_log_prob),
            ("candidate_sampler", lib.tf_sampled_kernel_tree_candidate_sampler,
-            call_candidate_sampler)]
+            call_candidate_sampler),
+           ("loss", lib.tf_sampled_sampled_softmax_loss, call_loss),
+           ("resource_loss", lib.tf_sampled_resource_sampled_softmax_loss,
+            call_resource_loss),
+           ("loss_grad", lib.tf_sampled_sampled_softmax_loss_grad, call_loss_grad)]
     counts = {name: [0, 0] for name, _, _ in OPS}
     bad_outputs = []
     for i in range(NUM_CALLS):
@@ -1033,10 +1161,15 @@ FUZZ_SCRIPT = textwrap.dedent('''
             counts[name][1] += 1
             continue
         counts[name][0] += 1
-        if name in ("sample", "candidate_sampler"):  # what it accepted must be in range
-            ids = out[0].numpy()
-            if ids.size and (ids.min() < 0 or ids.max() >= s["c"]):
+        # (An empty output may have a shape NumPy cannot hold: [0, 2**62].)
+        if name in ("sample", "candidate_sampler") and out[0].shape.num_elements():
+            ids = out[0].numpy()  # what it accepted must be in range
+            if ids.min() < 0 or ids.max() >= s["c"]:
                 bad_outputs.append(f"call {i}: {name} returned ids outside [0, {s['c']})")
+        if name == "loss_grad":  # distinct ids, ascending
+            ids = out[0].numpy()
+            if np.any(np.diff(ids) <= 0):
+                bad_outputs.append(f"call {i}: loss_grad returned unsorted or repeated ids")
 
     for line in bad_outputs:
         print("BAD OUTPUT", line)
@@ -1047,7 +1180,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     sys.exit(1 if bad_outputs else 0)
 ''')
 
-FUZZ_SEED, FUZZ_CALLS = 1234, 400
+FUZZ_SEED, FUZZ_CALLS = 1234, 640
 
 
 def test_fuzz_raw_ops_never_kill_the_process():
@@ -1062,6 +1195,6 @@ def test_fuzz_raw_ops_never_kill_the_process():
                     pytrace=False)
     assert len(calls) == FUZZ_CALLS
     # Each op was exercised, and not only through its error paths.
-    for name in RAW_OPS:
+    for name in RAW_OPS + LOSS_OPS:
         ok = int(summary[0].split(f"{name}:ok=")[1].split(",")[0])
         assert ok > 0, summary[0]

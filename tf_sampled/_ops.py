@@ -28,6 +28,8 @@ _NO_GRADIENT_OPS = (
     "TfSampled>LshSample",
     "TfSampled>LshLogProb",
     "TfSampled>LshCandidateSampler",
+    # Second-order gradients of the fused loss are not provided.
+    "TfSampled>SampledSoftmaxLossGrad",
 )
 
 

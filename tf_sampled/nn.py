@@ -1,6 +1,7 @@
 """Sampled softmax loss for per-example candidates and for TensorFlow's triple."""
 import tensorflow as tf
 
+from tf_sampled import _fused_loss
 from tf_sampled.samplers.base import SampledCandidates, as_class_matrix
 
 # What TensorFlow adds to the logit of an accidental hit.
@@ -19,6 +20,16 @@ def _class_logits(weights, biases, ids, inputs):
     return logits
 
 
+def _candidate_ids(sampled):
+    """int64 [batch, S] ids of per-example candidates."""
+    ids = tf.convert_to_tensor(sampled.ids)
+    if ids.shape.rank != 2:
+        raise ValueError(f"sampled.ids must have shape [batch, S], got {ids.shape}")
+    if not ids.dtype.is_integer:
+        raise ValueError(f"sampled.ids must hold integer class ids, got dtype {ids.dtype.name}")
+    return tf.cast(ids, tf.int64)
+
+
 def _is_hit(sampled, labels):
     """[batch, S] bool: sampled id equals one of the row's true ids.
 
@@ -30,13 +41,25 @@ def _is_hit(sampled, labels):
 
 
 def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
-                         remove_accidental_hits=True, subtract_log_q_true=True, name=None):
+                         remove_accidental_hits=True, subtract_log_q_true=True,
+                         fused=True, name=None):
     """Sampled softmax cross-entropy with the log q correction, per example.
 
     Corrected sampled logits are o_s - log(expected count of s): log(S q(s|h))
     for per-example candidates, TensorFlow's `sampled_expected_count` for its
     triple. With num_true > 1 each true class gets target 1/num_true, as in
     `tf.nn.sampled_softmax_loss`.
+
+    Per-example candidates go through one fused op (`fused=True`): it reads
+    the B (T + S) rows in place (from the variables' buffers, no copy of the
+    table), never materialises [batch, S, dim], and its gradient gives
+    `inputs` densely and `weights`, `biases` as IndexedSlices over the
+    distinct rows read. It needs float32 inputs and weights/biases that are
+    both float32 variables (tf or Keras) or both tensors, outside XLA
+    (`jit_compile`); otherwise, and with `fused=False`, the same loss is
+    composed of TensorFlow ops (the reference). The triple always uses the composition (its S rows are
+    shared: one matmul). The fused op rejects an empty batch
+    (InvalidArgumentError); the reference returns an empty loss.
 
     Args:
       weights: [num_classes, dim] class embeddings (a variable: its gradient is
@@ -53,6 +76,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
       subtract_log_q_true: also correct the true logit by its expected count
         (TensorFlow / Jean et al.); False leaves it as is (Bengio & Senecal,
         Blanc & Rendle).
+      fused: use the fused op for per-example candidates where it applies.
       name: optional name scope.
 
     Returns:
@@ -67,6 +91,17 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
                 f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
                 f"{inputs.shape}, got {weights.shape}")
         labels = as_class_matrix(labels, "labels", inputs.shape[0])
+        if isinstance(sampled, SampledCandidates):
+            table = _fused_loss.table_arguments(weights, biases, inputs) if fused else None
+            if table is not None:
+                ids = _candidate_ids(sampled)
+                log_s = tf.math.log(tf.cast(tf.shape(ids)[1], tf.float32))
+                # The op checks every id's range and every count's finiteness.
+                return _fused_loss.loss(
+                    table, labels, inputs, ids,
+                    log_s + tf.cast(sampled.log_q, tf.float32),
+                    log_s + tf.cast(sampled.true_log_q, tf.float32),
+                    remove_accidental_hits, subtract_log_q_true)
         num_classes = tf.shape(weights, out_type=tf.int64)[0]
         # tf.gather would fail with a message that does not name labels (and
         # return zeros on GPU), so check the range here.
@@ -77,9 +112,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
         true_logits = _class_logits(weights, biases, labels, inputs)
 
         if isinstance(sampled, SampledCandidates):
-            ids = tf.convert_to_tensor(sampled.ids)
-            if ids.shape.rank != 2:
-                raise ValueError(f"sampled.ids must have shape [batch, S], got {ids.shape}")
+            ids = _candidate_ids(sampled)
             log_s = tf.math.log(tf.cast(tf.shape(ids)[1], inputs.dtype))
             sampled_logits = _class_logits(weights, biases, ids, inputs)
             sampled_logits -= log_s + tf.cast(sampled.log_q, inputs.dtype)

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "custom_ops/core/dot.h"
+#include "custom_ops/core/multiversion.h"
 
 namespace tf_sampled {
 
@@ -85,6 +86,7 @@ void QuadraticFeatures(const FeatureMapSpec& spec, const float* v,
 
 // D^{-1/2} [cos(sqrt(nu) w.v/|v|), sin(...)] on the unit sphere, so that
 // E[phi(x).phi(y)] = exp(-nu |x^ - y^|^2 / 2) = exp(nu (cos(x, y) - 1)).
+TF_SAMPLED_MULTIVERSION
 void FourierFeatures(const FeatureMapSpec& spec, const float* v, double* out) {
   const int64_t n = spec.FeatureDim();
   const double norm = std::sqrt(SquaredNorm(v, n));
@@ -98,6 +100,7 @@ void FourierFeatures(const FeatureMapSpec& spec, const float* v, double* out) {
 }
 
 // log phi+_j(v) = sqrt(tau) w_j.v - tau |v|^2 / 2 - log(m) / 2.
+TF_SAMPLED_MULTIVERSION
 void PositiveLogFeatures(const FeatureMapSpec& spec, const float* v,
                          double* log_out) {
   const int64_t n = spec.FeatureDim();
@@ -179,6 +182,7 @@ void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
   }
 }
 
+TF_SAMPLED_MULTIVERSION
 double NodeLogMass(const FeatureMapSpec& spec, const double* query,
                    const double* node_sum) {
   if (spec.kind != FeatureKind::kGaussianMoments) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "custom_ops/core/dot.h"
+#include "custom_ops/core/multiversion.h"
 
 namespace tf_sampled {
 
@@ -171,6 +172,7 @@ void KernelTree::BranchLogProbs(const QueryState& state, int64_t node,
   *log_right = std::log1p(-p);
 }
 
+TF_SAMPLED_MULTIVERSION
 bool KernelTree::LeafLogKernels(QueryState* state, int64_t leaf,
                                 double* log_norm) const {
   const int64_t begin = shape_.LeafBegin(leaf);
@@ -194,9 +196,12 @@ bool KernelTree::LeafLogKernels(QueryState* state, int64_t leaf,
     state->leaf_log_kernel[c - begin] = log_kernel;
     top = std::max(top, log_kernel);
   }
+  // The running sum doubles as the unnormalised CDF a draw searches, so each
+  // class costs one exp (exps rival the dot products in this loop).
   double sum = 0;
   for (int64_t i = 0; i < end - begin; ++i) {
     sum += std::exp(state->leaf_log_kernel[i] - top);
+    state->cdf[i] = sum;
   }
   *log_norm = top + std::log(sum);
   return true;
@@ -226,11 +231,7 @@ bool KernelTree::Sample(QueryState* state, int64_t num_sampled, Random* rng,
       double log_norm;
       if (!LeafLogKernels(state, leaf, &log_norm)) return false;
       const int64_t size = shape_.LeafEnd(leaf) - shape_.LeafBegin(leaf);
-      double running = 0;
-      for (int64_t i = 0; i < size; ++i) {
-        running += std::exp(state->leaf_log_kernel[i] - log_norm);
-        state->cdf[i] = running;
-      }
+      const double running = state->cdf[size - 1];
       for (int64_t k = 0; k < item.count; ++k) {
         const double u = rng->Uniform() * running;
         int64_t i = std::upper_bound(state->cdf.begin(),

@@ -144,8 +144,9 @@ class KernelTree {
   // log P(left), log P(right) at internal node `node`.
   void BranchLogProbs(const QueryState& state, int64_t node, double* log_left,
                       double* log_right) const;
-  // Exact log kernels of the leaf's classes into state->leaf_log_kernel and
-  // their log-sum-exp into *log_norm. Returns false if not finite.
+  // Exact log kernels of the leaf's classes into state->leaf_log_kernel,
+  // their log-sum-exp into *log_norm and the running sums of
+  // exp(kernel - max) into state->cdf. Returns false if not finite.
   bool LeafLogKernels(QueryState* state, int64_t leaf, double* log_norm) const;
   // log P(reach leaf).
   double LeafLogProb(const QueryState& state, int64_t leaf) const;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "custom_ops/core/dot.h"
+#include "custom_ops/core/multiversion.h"
 
 namespace tf_sampled {
 
@@ -51,40 +52,15 @@ uint64_t Mix(uint64_t a, uint64_t b) {
 }
 
 // The projections are most of the cost of building and re-inserting (K L dim
-// per row). TensorFlow's flags target baseline x86-64; where the CPU has
-// AVX2 and FMA, the same loop compiled for them (DotFloat inlined) runs
-// faster. The two differ only by FMA rounding, so a bit can differ only for
-// a row within float rounding of a hyperplane (either bit is a valid hash;
-// one library always takes the same path on one machine).
-#define TF_SAMPLED_SIMHASH_BODY                                              \
-  for (int64_t j = 0; j < spec.NumHashes(); ++j) {                          \
-    values[j] = DotFloat(spec.params + j * spec.dim, x, spec.dim) >= 0.0f;  \
-  }
-
-void SimHashValuesBaseline(const HashSpec& spec, const float* x, int32_t* values) {
-  TF_SAMPLED_SIMHASH_BODY
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void SimHashValuesAvx2(const HashSpec& spec,
-                                                            const float* x,
-                                                            int32_t* values) {
-  TF_SAMPLED_SIMHASH_BODY
-}
-
-bool HasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#endif
-
-#undef TF_SAMPLED_SIMHASH_BODY
-
+// per row), hence multiversioned. The x86-64-v3 and baseline versions differ
+// only by FMA rounding, so a bit can differ only for a row within float
+// rounding of a hyperplane (either bit is a valid hash; one library always
+// takes the same version on one machine).
+TF_SAMPLED_MULTIVERSION
 void SimHashValues(const HashSpec& spec, const float* x, int32_t* values) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (HasAvx2Fma()) return SimHashValuesAvx2(spec, x, values);
-#endif
-  SimHashValuesBaseline(spec, x, values);
+  for (int64_t j = 0; j < spec.NumHashes(); ++j) {
+    values[j] = DotFloat(spec.params + j * spec.dim, x, spec.dim) >= 0.0f;
+  }
 }
 
 void DwtaValues(const HashSpec& spec, const float* x, int32_t* values,

@@ -1,30 +1,16 @@
-// Validation shared by the kernel-tree OpKernels: everything a user can pass
-// is checked here and turned into InvalidArgument naming the argument and the
-// bad value, before the framework-free core sees it.
+// What the kernel-tree OpKernels share: their attributes, the feature-map
+// spec and the parsed, validated tree inputs.
 #ifndef TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
 #define TF_SAMPLED_KERNELS_KERNEL_TREE_COMMON_H_
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "custom_ops/core/feature_map.h"
 #include "custom_ops/core/kernel_tree.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/resource_mgr.h"
-#include "tensorflow/core/framework/resource_var.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/kernels/common.h"
 
 namespace tf_sampled {
-
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-namespace errors = ::tensorflow::errors;
 
 // The feature-map and tree attributes every kernel-tree op carries.
 struct FeatureAttrs {
@@ -56,38 +42,6 @@ struct FeatureAttrs {
     return absl::OkStatus();
   }
 };
-
-inline absl::Status CheckFinite(const float* values, int64_t n,
-                                const char* name) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(values[i])) {
-      return errors::InvalidArgument(name, " must be finite, got ", values[i],
-                                     " at flat index ", i);
-    }
-  }
-  return absl::OkStatus();
-}
-
-inline absl::Status CheckRank(const Tensor& t, int rank, const char* name) {
-  if (t.dims() != rank) {
-    return errors::InvalidArgument(name, " must have rank ", rank,
-                                   ", got shape ", t.shape().DebugString());
-  }
-  return absl::OkStatus();
-}
-
-// Class ids in [0, num_classes).
-inline absl::Status CheckClassIds(const Tensor& ids, int64_t num_classes,
-                                  const char* name) {
-  const auto flat = ids.flat<int64_t>();
-  for (int64_t i = 0; i < flat.size(); ++i) {
-    if (flat(i) < 0 || flat(i) >= num_classes) {
-      return errors::InvalidArgument(name, " must be in [0, ", num_classes,
-                                     "), got ", flat(i), " at flat index ", i);
-    }
-  }
-  return absl::OkStatus();
-}
 
 // The feature map for augmented rows of width `dim` (the last column a bias
 // when has_bias) with projections omega.
@@ -123,59 +77,6 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   spec->num_omega = uses_omega ? omega.dim_size(0) : 0;
   spec->alpha = attrs.alpha;
   spec->temperature = attrs.temperature;
-  return absl::OkStatus();
-}
-
-// The variables a sampling op reads in place (the class table can be GBs: a
-// dense read of a variable in copy-on-read mode, which any sparse update
-// turns on, would copy it on every call). Holds shared locks on them for the
-// op's lifetime, taken in address order like TensorFlow's training ops take
-// theirs, so lock order cannot deadlock.
-class LockedVariables {
- public:
-  absl::Status Lock(OpKernelContext* ctx,
-                    const std::vector<std::pair<int, const char*>>& inputs) {
-    for (const auto& [index, name] : inputs) {
-      ::tensorflow::core::RefCountPtr<::tensorflow::Var> var;
-      const absl::Status status =
-          ::tensorflow::LookupResource(ctx, ::tensorflow::HandleFromInput(ctx, index), &var);
-      if (!status.ok()) {
-        return errors::InvalidArgument(name, " must be a variable handle: ",
-                                       status.message());
-      }
-      vars_.push_back(std::move(var));
-    }
-    std::vector<::tensorflow::Var*> order;
-    for (const auto& var : vars_) order.push_back(var.get());
-    std::sort(order.begin(), order.end());
-    order.erase(std::unique(order.begin(), order.end()), order.end());
-    for (::tensorflow::Var* var : order) {
-      locks_.push_back(std::make_unique<::tensorflow::tf_shared_lock>(*var->mu()));
-    }
-    for (size_t i = 0; i < vars_.size(); ++i) {
-      if (!vars_[i]->is_initialized) {
-        return errors::InvalidArgument(inputs[i].second,
-                                       " is an uninitialized variable");
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // The i-th locked variable's value; valid while this object lives.
-  const Tensor& tensor(int i) const { return *vars_[i]->tensor(); }
-
- private:
-  std::vector<::tensorflow::core::RefCountPtr<::tensorflow::Var>> vars_;
-  std::vector<std::unique_ptr<::tensorflow::tf_shared_lock>> locks_;
-};
-
-inline absl::Status CheckDtype(const Tensor& t, ::tensorflow::DataType dtype,
-                               const char* name) {
-  if (t.dtype() != dtype) {
-    return errors::InvalidArgument(name, " must be ",
-                                   ::tensorflow::DataTypeString(dtype), ", got ",
-                                   ::tensorflow::DataTypeString(t.dtype()));
-  }
   return absl::OkStatus();
 }
 
@@ -248,30 +149,6 @@ struct TreeInputs {
     return absl::OkStatus();
   }
 };
-
-// Records the first failing item of a sharded loop (the core reports
-// non-finite class rows it read) so the op can fail after the loop.
-class ShardFailure {
- public:
-  void Record(int64_t item) {
-    int64_t expected = -1;
-    first_.compare_exchange_strong(expected, item);
-  }
-  bool failed() const { return first_.load() >= 0; }
-  int64_t item() const { return first_.load(); }
-
- private:
-  std::atomic<int64_t> first_{-1};
-};
-
-// Runs fn(begin, end) over [0, total) on the op's CPU thread pool.
-template <typename Fn>
-void ParallelFor(OpKernelContext* ctx, int64_t total, int64_t cost_per_item,
-                 Fn&& fn) {
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  ::tensorflow::Shard(workers->num_threads, workers->workers, total,
-                      cost_per_item, std::forward<Fn>(fn));
-}
 
 }  // namespace tf_sampled
 

@@ -11,7 +11,7 @@
 
 #include "custom_ops/core/lsh_hash.h"
 #include "custom_ops/core/lsh_proposal.h"
-#include "custom_ops/kernels/kernel_tree_common.h"
+#include "custom_ops/kernels/common.h"
 
 namespace tf_sampled {
 

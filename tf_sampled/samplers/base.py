@@ -3,6 +3,8 @@ import typing
 
 import tensorflow as tf
 
+from tf_sampled import _variables
+
 
 class SampledCandidates(typing.NamedTuple):
     """Per-example negatives and the exact log-probabilities they were drawn with.
@@ -30,12 +32,9 @@ def check_count(name, value, maximum=None):
 
 def as_float32_variable(value, name):
     """The variable itself when it is a float32 variable, else a constant copy."""
-    # A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable.
-    inner = getattr(value, "value", None)
-    if not isinstance(value, tf.Variable) and isinstance(inner, tf.Variable):
-        value = inner
-    if isinstance(value, tf.Variable) and value.dtype == tf.float32:
-        return value
+    variable = _variables.as_tf_variable(value)
+    if variable is not None and variable.dtype == tf.float32:
+        return variable
     return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
                        name=name)
 

@@ -1,0 +1,199 @@
+"""Speed of per-example sampled softmax steps: the fused loss op against TensorFlow.
+
+One SGD step of a linear softmax layer (logits = h W^T + b) at C = 1M,
+d = 128, B = 256, for S = 16 and 64, timed side by side in one process:
+
+  (a) tf.nn.sampled_softmax_loss + tf.random.log_uniform_candidate_sampler
+      (batch-shared, unique): TensorFlow's baseline;
+  (f) per-example uniform draws (free sampler) + tfs.nn.sampled_softmax_loss
+      composed of TensorFlow ops (fused=False, the reference);
+  (g) the same draws + the fused op (the default);
+  (h) per-example KernelSampler draws + the fused op + sampler.refresh(ids)
+      of the rows the step touched (what a training loop that keeps the tree
+      fresh runs).
+
+Also the parts of (h) timed alone: the sample op, the fused loss step with
+fixed candidates, refresh(ids); k = mean distinct leaves per query; and the
+machine's read bandwidth (a reduce_sum over a table-sized tensor), to turn
+bytes moved per step into a time bound.
+
+Sparse gradients are applied with Variable.scatter_sub (plain SGD). Every
+function is a tf.function, warmed up, then timed in interleaved rounds
+(median). Run from the repository root (about 5 minutes):
+
+  python -m benchmarks.bench_fused_loss
+  python -m benchmarks.bench_fused_loss --num_classes=100000 --num_sampled=16
+"""
+import argparse
+import datetime
+import math
+import os
+import platform
+
+import tensorflow as tf
+
+import tf_sampled as tfs
+from benchmarks.bench_kernel_sampler import (apply_sgd, bench, fmt_c, fmt_ms, fmt_ratio,
+                                             make_batch, make_table, mem_available_gb,
+                                             mean_distinct_leaves, parse_int_list)
+
+TARGETS = {16: 2.0, 64: 4.0}  # (g) / (a) at most
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_classes", type=int, default=1_000_000)
+    parser.add_argument("--num_sampled", type=parse_int_list, default=[16, 64])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--num_features", type=int, default=128)
+    parser.add_argument("--leaf_size", type=int,
+                        default=tfs.samplers.kernel.DEFAULT_LEAF_SIZE)
+    parser.add_argument("--reps", type=int, default=25)
+    parser.add_argument("--min_reps", type=int, default=5)
+    parser.add_argument("--budget_s", type=float, default=15.0)
+    return parser.parse_args(argv)
+
+
+def read_bandwidth_gbs(num_bytes, args):
+    """GB/s of a multi-threaded reduce_sum over a num_bytes float32 tensor."""
+    big = tf.random.stateless_uniform([num_bytes // 4], seed=[0, 9])
+    fn = tf.function(lambda: tf.reduce_sum(big))
+    ms, _ = bench({"read": fn}, args, log=lambda m: None)
+    return num_bytes / (ms["read"] * 1e-3) / 1e9
+
+
+def step_functions(w, b, sampler, h, labels, num_classes, num_sampled):
+    """The timed step functions of one S."""
+    labels2 = labels[:, None]
+    variables = (w, b)
+    batch = h.shape[0]
+
+    def uniform_candidates():
+        ids = tf.random.uniform([batch, num_sampled], 0, num_classes, tf.int64)
+        log_q = tf.fill([batch, num_sampled], -math.log(num_classes))
+        return tfs.samplers.SampledCandidates(ids, log_q, tf.fill([batch, 1], log_q[0, 0]))
+
+    def tfs_step(cands, fused):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tfs.nn.sampled_softmax_loss(w, b, labels2, h, cands,
+                                                              fused=fused))
+        apply_sgd(variables, tape.gradient(loss, variables))
+        return loss
+
+    @tf.function
+    def step_a():
+        sampled = tf.random.log_uniform_candidate_sampler(labels2, 1, num_sampled, True,
+                                                          num_classes)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sampled_softmax_loss(
+                weights=w, biases=b, labels=labels2, inputs=h, num_sampled=num_sampled,
+                num_classes=num_classes, sampled_values=sampled))
+        apply_sgd(variables, tape.gradient(loss, variables))
+        return loss
+
+    @tf.function
+    def step_f():
+        return tfs_step(uniform_candidates(), fused=False)
+
+    @tf.function
+    def step_g():
+        return tfs_step(uniform_candidates(), fused=True)
+
+    @tf.function
+    def step_h():
+        cands = sampler.sample(h, num_sampled, true_classes=labels2)
+        loss = tfs_step(cands, fused=True)
+        sampler.refresh(tf.concat([labels, tf.reshape(cands.ids, [-1])], 0))
+        return loss
+
+    fixed = sampler.sample(h, num_sampled, true_classes=labels2)
+    fixed_ids = tf.concat([labels, tf.reshape(fixed.ids, [-1])], 0)
+
+    @tf.function
+    def part_sample():
+        return sampler.sample(h, num_sampled, true_classes=labels2).ids
+
+    @tf.function
+    def part_loss():
+        return tfs_step(fixed, fused=True)
+
+    @tf.function
+    def part_refresh():
+        sampler.refresh(fixed_ids)
+        return tf.constant(0)
+
+    steps = {"a": step_a, "f": step_f, "g": step_g, "h": step_h,
+             "h:sample": part_sample, "h:loss": part_loss, "h:refresh": part_refresh}
+    return steps, fixed
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    c, d, batch = args.num_classes, args.dim, args.batch
+    header = (f"date {datetime.datetime.now().isoformat(timespec='seconds')}, "
+              f"nproc {os.cpu_count()}, TF {tf.__version__}, Python "
+              f"{platform.python_version()}, MemAvailable {mem_available_gb():.1f} GB; "
+              f"C={fmt_c(c)} d={d} B={batch} F={args.num_features} "
+              f"leaf_size={args.leaf_size}")
+    log(header)
+    w, b = make_table(c, d, seed=0)
+    h, labels = make_batch(c, d, batch, seed=1)
+    sampler = tfs.samplers.KernelSampler(
+        w, feature_map=tfs.features.PositiveRandom(args.num_features, seed=0),
+        leaf_size=args.leaf_size, biases=b)
+    bandwidth = read_bandwidth_gbs(c * d * 4, args)
+    log(f"read bandwidth (reduce_sum over {c * d * 4 / 1e9:.2f} GB): {bandwidth:.1f} GB/s")
+
+    rows = []
+    for s in args.num_sampled:
+        log(f"\n=== S = {s} ===")
+        steps, fixed = step_functions(w, b, sampler, h, labels, c, s)
+        medians, reps = bench(steps, args, log=log)
+        k = mean_distinct_leaves(fixed.ids.numpy(), args.leaf_size)
+        row = dict(S=s, k=k, reps=reps, **medians)
+        rows.append(row)
+        log("  " + ", ".join(f"{n} {fmt_ms(v)} ms" for n, v in medians.items())
+            + f"; k = {k:.1f}")
+
+    lines = [header, f"read bandwidth {bandwidth:.1f} GB/s", "",
+             "ms per step (median):", "",
+             "| S | (a) TF log-uniform shared | (f) per-ex unfused, free draws | "
+             "(g) per-ex fused, free draws | (h) kernel per-ex fused + refresh | "
+             "(f)/(a) | (g)/(a) | (h)/(g) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['S']} | {fmt_ms(r['a'])} | {fmt_ms(r['f'])} | {fmt_ms(r['g'])} | "
+                     f"{fmt_ms(r['h'])} | {fmt_ratio(r['f'] / r['a'])} | "
+                     f"{fmt_ratio(r['g'] / r['a'])} | {fmt_ratio(r['h'] / r['g'])} |")
+    lines += ["", "Parts of (h), timed alone (ms; share of their sum), k = distinct leaves "
+              "per query, and the bytes the sampler's in-leaf step reads:", "",
+              "| S | sample | fused loss + SGD | refresh(ids) | k | in-leaf bytes/step | "
+              "at the read bandwidth | loss rows bytes/step |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        parts = [r["h:sample"], r["h:loss"], r["h:refresh"]]
+        total = sum(parts)
+        leaf_bytes = batch * r["k"] * args.leaf_size * d * 4
+        loss_bytes = batch * (r["S"] + 1) * d * 4
+        lines.append(
+            f"| {r['S']} | " + " | ".join(f"{fmt_ms(p)} ({p / total:.0%})" for p in parts)
+            + f" | {r['k']:.1f} | {leaf_bytes / 1e6:.0f} MB | "
+            f"{leaf_bytes / (bandwidth * 1e9) * 1e3:.1f} ms | {loss_bytes / 1e6:.1f} MB |")
+    lines += ["", "Targets:", ""]
+    for r in rows:
+        if r["S"] in TARGETS:
+            g_a = r["g"] / r["a"]
+            lines.append(f"- (g)/(a) at S={r['S']}: {fmt_ratio(g_a)} (target <= "
+                         f"{TARGETS[r['S']]:g}): {'met' if g_a <= TARGETS[r['S']] else 'MISSED'}")
+        h_g = r["h"] / r["g"]
+        lines.append(f"- (h)/(g) at S={r['S']}: {fmt_ratio(h_g)} (target <= 2): "
+                     f"{'met' if h_g <= 2 else 'MISSED'}")
+    lines.append("Repetitions: " + "; ".join(
+        f"S={r['S']}: " + ", ".join(f"{k} {v}" for k, v in r["reps"].items()) for r in rows))
+    log("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

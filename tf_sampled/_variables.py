@@ -1,0 +1,14 @@
+"""The tf.Variable behind what users pass as a table (tf or Keras 3 variables)."""
+import tensorflow as tf
+
+
+def as_tf_variable(value):
+    """The `tf.Variable` that holds `value`, or None when it is not a variable.
+
+    A Keras 3 variable (e.g. a layer weight) wraps a tf.Variable as `.value`;
+    the ops read that variable in place through its handle.
+    """
+    if isinstance(value, tf.Variable):
+        return value
+    inner = getattr(value, "value", None)
+    return inner if isinstance(inner, tf.Variable) else None

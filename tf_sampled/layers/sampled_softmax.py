@@ -1,0 +1,337 @@
+"""The SampledSoftmax Keras output layer."""
+import math
+
+import keras
+import tensorflow as tf
+
+from tf_sampled import nn
+from tf_sampled.layers import chunked
+from tf_sampled.layers import metrics as metrics_lib
+from tf_sampled.layers import refresh as refresh_lib
+from tf_sampled.layers import sampler_spec
+from tf_sampled.samplers import base
+
+_OUTPUTS = ("logits", "probabilities")
+
+
+def _check_labels(labels, batch):
+    """int64 [batch, 1] labels, or ValueError naming dtype and shape."""
+    labels = tf.convert_to_tensor(labels)
+    if not labels.dtype.is_integer:
+        raise ValueError(f"labels must hold integer class ids, got dtype {labels.dtype.name} "
+                         f"(shape {labels.shape})")
+    if labels.shape.rank == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.shape.rank != 1:
+        raise ValueError(f"labels must have shape [batch] or [batch, 1] (one class per "
+                         f"example), got {labels.shape}")
+    if batch is not None and labels.shape[0] is not None and labels.shape[0] != batch:
+        raise ValueError(f"labels must have {batch} rows like the inputs, got shape "
+                         f"{labels.shape}")
+    return tf.cast(labels, tf.int64)[:, None]
+
+
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class SampledSoftmax(keras.layers.Layer):
+    """Softmax output layer over many classes, trained with sampled negatives.
+
+    The layer owns the class embeddings `kernel` [num_classes, dim] and
+    `bias` [num_classes]; logits are inputs @ kernel^T + bias. Calling it
+    (inference, `model.predict`, a served SavedModel) gives the full softmax
+    with plain TensorFlow ops only. Training goes through `sampled_loss`
+    (which `tf_sampled.layers.SampledSoftmaxModel.fit` calls): S negatives per
+    example (or shared by the batch) from the sampler, the log-q corrected
+    `tf_sampled.nn.sampled_softmax_loss`, never a [batch, num_classes] tensor;
+    `update_sampler` then brings the sampler's state up to date with the rows
+    the optimizer changed.
+
+    Args:
+      num_classes: C, number of classes.
+      num_sampled: S, negatives per example (per batch with shared
+        negatives); must be < num_classes.
+      sampler: "uniform", "log_uniform" (ids sorted by decreasing frequency),
+        "unigram" (sampler_options counts, distortion), "learned_unigram",
+        "kernel" (a `KernelSampler` over this layer's table; sampler_options
+        feature_map, leaf_size, incremental), or a `tf_sampled.samplers.Sampler`
+        instance for num_classes classes (and inputs of the layer's dim).
+      sampler_options: dict of options for a sampler given by name.
+      shared_negatives: draw one set of S negatives for the whole batch
+        (TensorFlow's candidate-sampler contract) instead of S per example.
+      unique: with shared negatives, draw S distinct classes (TensorFlow's
+        `unique=True`).
+      remove_accidental_hits: drop a sampled negative equal to the true class.
+      subtract_log_q_true: also correct the true logit by log(S q(true)).
+      output: "logits" or "probabilities" (what calling the layer returns).
+      top_k: None, or k: calling the layer returns {"scores": [batch, k],
+        "ids": [batch, k] int64} (the k best classes) instead of [batch, C].
+      refresh_touched: after each step refresh the sampler on the rows the step
+        touched (true classes and negatives).
+      refresh_every: None, or N: rebuild the sampler's state from the whole
+        table every N steps.
+      refresh_slice: None, or K: refresh K more rows per step in a rolling
+        window over the table.
+      eval_top_k: ks of the top-k accuracies `SampledSoftmaxModel.evaluate`
+        reports.
+      eval_chunk_size: classes per chunk in the full-softmax evaluation.
+      ess_rows: examples of each batch whose importance-weight ESS is tracked
+        (the signal costs ess_rows * S row reads, not batch * S).
+      use_bias: whether the layer has class biases.
+      kernel_initializer: initializer of the class embeddings; defaults to a
+        truncated normal with stddev 1 / sqrt(dim).
+      bias_initializer: initializer of the biases.
+      seed: op seed of the sampler's draws (with the global seed: same seed,
+        same samples).
+      **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+    """
+
+    def __init__(self, num_classes, num_sampled=64, sampler="log_uniform",
+                 sampler_options=None, shared_negatives=False, unique=True,
+                 remove_accidental_hits=True, subtract_log_q_true=True, output="logits",
+                 top_k=None, refresh_touched=True, refresh_every=None, refresh_slice=None,
+                 eval_top_k=(1, 5), eval_chunk_size=chunked.DEFAULT_CHUNK_SIZE, ess_rows=32,
+                 use_bias=True, kernel_initializer=None, bias_initializer="zeros", seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        # The sampling ops have no XLA kernels: Keras must not jit-compile a
+        # model holding this layer (it falls back to jit_compile=False).
+        # Set after Layer.__init__, which sets it to True.
+        self.supports_jit = False
+        self.num_classes = base.check_count("num_classes", num_classes)
+        self.num_sampled = base.check_count("num_sampled", num_sampled)
+        if num_sampled >= num_classes:
+            raise ValueError(f"num_sampled ({num_sampled}) must be < num_classes "
+                             f"({num_classes}); use a full softmax for so few classes")
+        self._sampler_spec, self.sampler_options = sampler_spec.check_spec(
+            sampler, sampler_options)
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        if top_k is not None:
+            base.check_count("top_k", top_k, maximum=num_classes)
+        refresh_lib.check_schedule(refresh_every, refresh_slice)
+        self.eval_top_k = tuple(base.check_count("eval_top_k", k, maximum=num_classes)
+                                for k in eval_top_k)
+        self.eval_chunk_size = base.check_count("eval_chunk_size", eval_chunk_size)
+        self.ess_rows = base.check_count("ess_rows", ess_rows)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.shared_negatives = bool(shared_negatives)
+        self.unique = bool(unique)
+        self.remove_accidental_hits = bool(remove_accidental_hits)
+        self.subtract_log_q_true = bool(subtract_log_q_true)
+        self.output_kind = output
+        self.top_k = top_k
+        self.refresh_touched = bool(refresh_touched)
+        self.refresh_every = refresh_every
+        self.refresh_slice = refresh_slice
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = (keras.initializers.get(kernel_initializer)
+                                   if kernel_initializer is not None else None)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.seed = seed
+        self.sampler = None
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, max_ndim=2)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError(f"SampledSoftmax needs a known input dim, got input shape "
+                             f"{input_shape}")
+        initializer = self.kernel_initializer or keras.initializers.TruncatedNormal(
+            stddev=1.0 / math.sqrt(dim))
+        self.kernel = self.add_weight(shape=(self.num_classes, dim), initializer=initializer,
+                                      name="kernel")
+        self.bias = (self.add_weight(shape=(self.num_classes,),
+                                     initializer=self.bias_initializer, name="bias")
+                     if self.use_bias else None)
+        # Refresh schedule position (saved with the weights).
+        self.refresh_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                            trainable=False, name="refresh_step")
+        self.refresh_cursor = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                              trainable=False, name="refresh_cursor")
+        self.sampler = sampler_spec.make_sampler(
+            self._sampler_spec, self.sampler_options, self.num_classes, dim, self.kernel,
+            self.bias)
+        self.input_spec = keras.layers.InputSpec(ndim=2, axes={-1: dim})
+
+    # ---- inference: the full softmax, plain TensorFlow ops only ----
+
+    def call(self, inputs):
+        """Full logits or probabilities ([batch, C]), or the top-k of them.
+
+        Args:
+          inputs: [batch, dim] float.
+
+        Returns:
+          [batch, num_classes] float, or with top_k {"scores": [batch, k],
+          "ids": [batch, k] int64}.
+        """
+        logits = tf.matmul(inputs, tf.cast(self.kernel, inputs.dtype), transpose_b=True)
+        if self.bias is not None:
+            logits += tf.cast(self.bias, inputs.dtype)
+        scores = tf.nn.softmax(logits) if self.output_kind == "probabilities" else logits
+        if self.top_k is None:
+            return scores
+        values, ids = tf.math.top_k(scores, k=self.top_k)
+        return {"scores": values, "ids": tf.cast(ids, tf.int64)}
+
+    def compute_output_spec(self, inputs):
+        batch = inputs.shape[0]
+        if self.top_k is None:
+            return keras.KerasTensor((batch, self.num_classes), dtype=self.compute_dtype)
+        return {"scores": keras.KerasTensor((batch, self.top_k), dtype=self.compute_dtype),
+                "ids": keras.KerasTensor((batch, self.top_k), dtype="int64")}
+
+    # ---- training ----
+
+    def _table(self):
+        # The tf.Variables themselves: gathers read rows in place (a dense
+        # read of a sparsely updated variable copies the whole table).
+        return self.kernel.value, (self.bias.value if self.bias is not None else None)
+
+    def _check_inputs(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        dim = self.kernel.shape[1]
+        if inputs.shape.rank != 2 or inputs.shape[1] != dim:
+            raise ValueError(f"inputs must have shape [batch, {dim}], got {inputs.shape}")
+        return tf.cast(inputs, tf.float32)
+
+    def _check_label_range(self, labels):
+        """labels, once asserted to lie in [0, num_classes).
+
+        The returned tensor depends on the assertions, so no gather or sampler
+        reads a bad id first (with a message that does not name labels).
+        """
+        checks = [
+            tf.debugging.assert_non_negative(
+                labels, message=f"labels must be >= 0 (num_classes={self.num_classes})"),
+            tf.debugging.assert_less(
+                labels, tf.constant(self.num_classes, tf.int64),
+                message=f"labels must be < num_classes={self.num_classes}")]
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            return tf.identity(labels)
+
+    def sampled_loss(self, inputs, labels):
+        """Sampled-softmax losses of a batch, and what the step needs afterwards.
+
+        Args:
+          inputs: [batch, dim] float layer inputs h.
+          labels: [batch] or [batch, 1] int true classes in [0, num_classes).
+
+        Returns:
+          (losses [batch] float32, touched int64 [batch * (S + 1)] or
+          [batch + S] ids whose rows get a gradient, ess [min(batch,
+          ess_rows)] float32 importance-weight ESS / S of the negatives).
+        """
+        inputs = self._check_inputs(inputs)
+        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
+        weights, biases = self._table()
+        if self.shared_negatives:
+            sampled = self.sampler.candidate_sampler(
+                labels, 1, self.num_sampled, self.unique, self.num_classes, seed=self.seed,
+                inputs=inputs)
+            ids, log_q = sampled[0], tf.math.log(sampled[2])
+        else:
+            sampled = self.sampler.sample(inputs, self.num_sampled, true_classes=labels,
+                                          seed=self.seed)
+            ids, log_q = sampled.ids, sampled.log_q
+        losses = nn.sampled_softmax_loss(
+            weights, biases, labels, inputs, sampled,
+            remove_accidental_hits=self.remove_accidental_hits,
+            subtract_log_q_true=self.subtract_log_q_true)
+        touched = tf.concat([tf.reshape(labels, [-1]), tf.reshape(ids, [-1])], 0)
+        return losses, touched, self._ess(inputs, labels, ids, log_q)
+
+    def _ess(self, inputs, labels, ids, log_q):
+        """ESS / S of the first ess_rows examples' negatives (no gradient)."""
+        weights, biases = self._table()
+        rows = tf.minimum(tf.shape(inputs)[0], self.ess_rows)
+        inputs, labels = tf.stop_gradient(inputs[:rows]), labels[:rows]
+        if ids.shape.rank == 1:  # shared by the batch
+            ids, log_q = tf.tile(ids[None, :], [rows, 1]), tf.tile(log_q[None, :], [rows, 1])
+        else:
+            ids, log_q = ids[:rows], log_q[:rows]
+        logits = tf.einsum("bd,bsd->bs", inputs, tf.gather(weights, ids))
+        if biases is not None:
+            logits += tf.gather(biases, ids)
+        valid = tf.not_equal(ids, labels) if self.remove_accidental_hits else None
+        return tf.stop_gradient(metrics_lib.importance_ess(logits, log_q, valid))
+
+    def update_sampler(self, touched):
+        """Refreshes the sampler after the optimizer step (the layer's schedule).
+
+        Args:
+          touched: int64 ids whose rows the step's gradient touched (from
+            `sampled_loss`).
+        """
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Every replica holds its own copy of the sampler's state: all of
+            # them refresh the union of the rows any replica touched (the
+            # table itself is synchronised), so the copies stay identical.
+            touched = replica.all_gather(touched, axis=0)
+        refresh_lib.refresh_after_step(
+            self.sampler, touched, self.refresh_step, self.refresh_cursor,
+            refresh_touched=self.refresh_touched, refresh_every=self.refresh_every,
+            refresh_slice=self.refresh_slice)
+
+    # ---- evaluation ----
+
+    def full_softmax_stats(self, inputs, labels):
+        """Full-softmax cross-entropy [batch] and true-class rank [batch] int64.
+
+        Computed in chunks of eval_chunk_size classes (memory O(batch * chunk)).
+
+        Args:
+          inputs: [batch, dim] float.
+          labels: [batch] or [batch, 1] int.
+        """
+        inputs = self._check_inputs(inputs)
+        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
+        weights, biases = self._table()
+        return chunked.full_softmax_stats(weights, biases, labels, inputs,
+                                          self.eval_chunk_size)
+
+    # ---- persistence ----
+
+    def _sampler_state(self):
+        """The sampler's own variables (not the layer's table it reads)."""
+        if self.sampler is None:
+            return []
+        table = {id(v) for v in self._table() if v is not None}
+        return [v for v in self.sampler.variables if id(v) not in table]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, variable in enumerate(self._sampler_state()):
+            store[f"sampler_{i}"] = variable.numpy()
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        state = self._sampler_state()
+        expected = len(own) + len(state)
+        if len(store.keys()) != expected:
+            raise ValueError(f"Layer {self.name!r} expects {len(own)} weights and "
+                             f"{len(state)} sampler variables, the saved file has "
+                             f"{len(store.keys())} entries ({sorted(store.keys())})")
+        for i, variable in enumerate(own):
+            variable.assign(store[f"{i}"])
+        for i, variable in enumerate(state):
+            variable.assign(store[f"sampler_{i}"])
+
+    def get_config(self):
+        sampler, options = sampler_spec.spec_config(self._sampler_spec, self.sampler_options)
+        return dict(
+            super().get_config(), num_classes=self.num_classes, num_sampled=self.num_sampled,
+            sampler=sampler, sampler_options=options, shared_negatives=self.shared_negatives,
+            unique=self.unique, remove_accidental_hits=self.remove_accidental_hits,
+            subtract_log_q_true=self.subtract_log_q_true, output=self.output_kind,
+            top_k=self.top_k, refresh_touched=self.refresh_touched,
+            refresh_every=self.refresh_every, refresh_slice=self.refresh_slice,
+            eval_top_k=list(self.eval_top_k), eval_chunk_size=self.eval_chunk_size,
+            ess_rows=self.ess_rows, use_bias=self.use_bias,
+            kernel_initializer=(keras.initializers.serialize(self.kernel_initializer)
+                                if self.kernel_initializer is not None else None),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            seed=self.seed)

@@ -1,0 +1,33 @@
+"""Adagrad with row-sparse updates for sparse gradients (Keras 3)."""
+import keras
+import tensorflow as tf
+
+from tf_sampled.optimizers.lazy_adam import _sum_duplicates
+
+
+@keras.saving.register_keras_serializable(package="tf_sampled")
+class SparseAdagrad(keras.optimizers.Adagrad):
+    """Keras 3's Adagrad, computed on the touched rows only.
+
+    Adagrad leaves a row with a zero gradient exactly as it is, so this gives
+    the weights `keras.optimizers.Adagrad` gives on the dense gradient, but
+    Keras 3's Adagrad evaluates its update densely, O(table) per step
+    (measured: 1M x 64 table, 300 ms per step against 0.7 ms for plain SGD),
+    where this one costs O(rows touched). Repeated rows of an IndexedSlices
+    gradient are summed before squaring, as in the dense gradient (Keras'
+    Adagrad squares them one by one). Arguments are Adagrad's.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        accumulator = self._accumulators[self._get_variable_index(variable)]
+        ids, grad = _sum_duplicates(gradient)
+        grad = tf.cast(grad, dtype)
+        acc_rows = tf.gather(accumulator.value, ids) + tf.square(grad)
+        self.assign(accumulator, tf.IndexedSlices(acc_rows, ids))
+        self.assign_sub(variable, tf.IndexedSlices(
+            tf.cast(learning_rate, dtype) * grad
+            / tf.sqrt(acc_rows + tf.cast(self.epsilon, dtype)), ids))
+        return None
