@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import _describe_exit, _finish, _python, _stderr_summary, raises_naming
+from test_bad_input import (_describe_exit, _finish, _python, _stderr_summary, raises_naming,
+                            run_fuzz)
 
 NUM_CLASSES, DIM = 20, 4
 InvalidArgument = tf.errors.InvalidArgumentError
@@ -537,16 +538,4 @@ FUZZ_SEED, FUZZ_CALLS = 4321, 400
 
 
 def test_fuzz_raw_lsh_ops_never_kill_the_process():
-    code, stdout, stderr = _finish(_python(FUZZ_SCRIPT, str(FUZZ_SEED), str(FUZZ_CALLS)),
-                                   timeout=300)
-    calls = [line for line in stdout.splitlines() if line.startswith("CALL ")]
-    summary = [line for line in stdout.splitlines() if line.startswith("FUZZ SUMMARY")]
-    if code != 0 or not summary:
-        pytest.fail(f"fuzz (seed {FUZZ_SEED}) {_describe_exit(code)} after {len(calls)} calls; "
-                    f"last call:\n{calls[-1] if calls else '(none)'}\n"
-                    f"stdout tail:\n{stdout[-1500:]}\nstderr:\n{_stderr_summary(stderr)}",
-                    pytrace=False)
-    assert len(calls) == FUZZ_CALLS
-    for name in LSH_OPS:  # every op exercised, and not only through its error paths
-        ok = int(summary[0].split(f"{name}:ok=")[1].split(",")[0])
-        assert ok > 0, summary[0]
+    run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, LSH_OPS)
