@@ -17,11 +17,6 @@ _LOSS = "TfSampled>SampledSoftmaxLoss"
 _RESOURCE_LOSS = "TfSampled>ResourceSampledSoftmaxLoss"
 
 
-def _float32_variable(value):
-    variable = _variables.as_tf_variable(value)
-    return variable if variable is not None and variable.dtype == tf.float32 else None
-
-
 def table_arguments(weights, biases, inputs):
     """How the fused op can read the table: ("resource" | "tensor", w, b), or None.
 
@@ -33,17 +28,17 @@ def table_arguments(weights, biases, inputs):
     if inputs.dtype != tf.float32 or control_flow_util.GraphOrParentsInXlaContext(
             tf.compat.v1.get_default_graph()):
         return None
-    w_var = _float32_variable(weights)
-    b_var = None if biases is None else _float32_variable(biases)
-    if w_var is not None and (biases is None or b_var is not None):
-        return "resource", w_var, b_var
-    if w_var is None and _variables.as_tf_variable(weights) is None and (
-            biases is None or _variables.as_tf_variable(biases) is None):
-        weights = tf.convert_to_tensor(weights)
-        biases = None if biases is None else tf.convert_to_tensor(biases)
-        if weights.dtype == tf.float32 and (biases is None or biases.dtype == tf.float32):
-            return "tensor", weights, biases
-    return None
+    table = [weights] if biases is None else [weights, biases]
+    variables = [_variables.as_tf_variable(t) for t in table]
+    if all(v is not None for v in variables):
+        kind, values = "resource", variables
+    elif all(v is None for v in variables):
+        kind, values = "tensor", [tf.convert_to_tensor(t) for t in table]
+    else:
+        return None
+    if any(v.dtype != tf.float32 for v in values):
+        return None
+    return kind, values[0], values[1] if len(values) > 1 else None
 
 
 def loss(table, labels, inputs, sampled, sampled_log_count, true_log_count,

@@ -12,3 +12,10 @@ def as_tf_variable(value):
         return value
     inner = getattr(value, "value", None)
     return inner if isinstance(inner, tf.Variable) else None
+
+
+def as_float32_tf_variable(value):
+    """The float32 `tf.Variable` that holds `value`, or None (not a variable,
+    or another dtype)."""
+    variable = as_tf_variable(value)
+    return variable if variable is not None and variable.dtype == tf.float32 else None

@@ -32,8 +32,8 @@ def check_count(name, value, maximum=None):
 
 def as_float32_variable(value, name):
     """The variable itself when it is a float32 variable, else a constant copy."""
-    variable = _variables.as_tf_variable(value)
-    if variable is not None and variable.dtype == tf.float32:
+    variable = _variables.as_float32_tf_variable(value)
+    if variable is not None:
         return variable
     return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
                        name=name)

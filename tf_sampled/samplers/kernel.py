@@ -8,10 +8,6 @@ from tf_sampled.samplers import base
 DEFAULT_LEAF_SIZE = 128
 
 
-# (Kept under its old name: the helper moved to samplers.base.)
-_as_float32_variable = base.as_float32_variable
-
-
 class KernelSampler(base.Sampler):
     """Samples classes from q(i | h) proportional to a kernel K([h, 1], [w_i, b_i]).
 
@@ -69,9 +65,9 @@ class KernelSampler(base.Sampler):
         with self.name_scope:
             # The ops read the table in place through variable handles (a
             # dense read of a variable that saw a sparse update copies it).
-            self._table = _as_float32_variable(embeddings, "embeddings")
+            self._table = base.as_float32_variable(embeddings, "embeddings")
             self._bias_table = (tf.Variable(tf.zeros([0]), trainable=False, name="no_biases")
-                                if biases is None else _as_float32_variable(biases, "biases"))
+                                if biases is None else base.as_float32_variable(biases, "biases"))
             self.omega = tf.Variable(self.feature_map.projections(self.feature_dim),
                                      trainable=False, name="omega")
             rows = self._current_rows()
