@@ -122,15 +122,16 @@ def call_raw(ops, op, setup, **overrides):
                     **setup["row_attrs"])
         fn = ops.tf_sampled_kernel_tree_update
     elif op == "sample":
-        args = dict(true_classes=np.zeros([batch, 1], np.int64), num_sampled=3, seed=1,
-                    seed2=2, **tree, **attrs)
+        args = dict(true_classes=np.zeros([batch, 1], np.int64), counter=np.int64(0),
+                    num_sampled=3, seed=1, seed2=2, **tree, **attrs)
         fn = ops.tf_sampled_kernel_tree_sample
     elif op == "log_prob":
         args = dict(classes=np.zeros([batch, 2], np.int64), **tree, **attrs)
         fn = ops.tf_sampled_kernel_tree_log_prob
     elif op == "candidate_sampler":
-        args = dict(true_classes=np.zeros([batch, 1], np.int64), num_true=1, num_sampled=3,
-                    unique=True, range_max=NUM_CLASSES, seed=1, seed2=2, **tree, **attrs)
+        args = dict(true_classes=np.zeros([batch, 1], np.int64), counter=np.int64(0),
+                    num_true=1, num_sampled=3, unique=True, range_max=NUM_CLASSES, seed=1,
+                    seed2=2, **tree, **attrs)
         fn = ops.tf_sampled_kernel_tree_candidate_sampler
     else:
         raise AssertionError(op)
@@ -691,6 +692,28 @@ def test_raw_candidate_sampler_contract(ops):
     assert sampled.shape == (NUM_CLASSES + 3,)
 
 
+def assert_rejects_bad_counters(call):
+    """call(counter) of a sampling op: every malformed stream counter is refused
+    with an error naming `counter` (eagerly, and in a graph by the shape function)."""
+    invalid = tf.errors.InvalidArgumentError
+    for bad in (-1, -(2**63)):
+        raises_naming(invalid, lambda: call(np.int64(bad)), "counter", f"got {bad}")
+    raises_naming(invalid, lambda: call(np.array([1, 2], np.int64)), "counter", "rank 0")
+    # Eagerly TensorFlow's own dtype check fires first ("input #6 ... int64").
+    raises_naming((TypeError, invalid), lambda: call(tf.constant(1, tf.int32)), "int64")
+    with tf.Graph().as_default():
+        raises_naming(ValueError, lambda: call(tf.zeros([2], tf.int64)), "counter", "scalar")
+        raises_naming(TypeError, lambda: call(tf.constant(1, tf.int32)), "counter", "int64")
+
+
+@pytest.mark.parametrize("op", ["sample", "candidate_sampler"])
+@pytest.mark.parametrize("batch", [2, 0])
+def test_raw_sampling_ops_reject_bad_counters(ops, op, batch):
+    s = raw_setup(ops, batch=batch)
+    assert_rejects_bad_counters(lambda counter: call_raw(
+        ops, op, s, counter=counter, true_classes=np.zeros([batch, 1], np.int64)))
+
+
 @pytest.mark.parametrize("fmap", FEATURE_MAPS)
 @pytest.mark.parametrize("with_biases", [False, True])
 def test_raw_empty_batch(ops, fmap, with_biases):
@@ -783,8 +806,8 @@ CRASH_CASES = {
         nodes = ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=5, **attrs)
         clean(lambda: ops.tf_sampled_kernel_tree_candidate_sampler(
             nodes=nodes, embeddings=emb, biases=no_biases, omega=omega, inputs=x,
-            true_classes=[[0], [4]], num_true=1, num_sampled=2, unique=True, range_max=5,
-            leaf_size=2**50, **attrs), "leaf_size")
+            true_classes=[[0], [4]], counter=0, num_true=1, num_sampled=2, unique=True,
+            range_max=5, leaf_size=2**50, **attrs), "leaf_size")
     """,
     # TensorShape({batch, num_sampled}) CHECK-fails on the int64 overflow of
     # 2 * 2**62 elements (SIGABRT) instead of returning a Status.
@@ -799,8 +822,8 @@ CRASH_CASES = {
         nodes = ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=2, **attrs)
         clean(lambda: ops.tf_sampled_kernel_tree_candidate_sampler(
             nodes=nodes, embeddings=emb, biases=no_biases, omega=omega, inputs=x,
-            true_classes=[[0], [4]], num_true=1, num_sampled=2**50, unique=False, range_max=5,
-            leaf_size=2, **attrs), "num_sampled", "OOM", "allocat")
+            true_classes=[[0], [4]], counter=0, num_true=1, num_sampled=2**50, unique=False,
+            range_max=5, leaf_size=2, **attrs), "num_sampled", "OOM", "allocat")
     """,
 }
 
@@ -1027,6 +1050,14 @@ FUZZ_SCRIPT = textwrap.dedent('''
         return dict(seed=int(rng.integers(0, 100)), seed2=int(rng.integers(0, 100)))
 
 
+    def counter(p):
+        """The sampling ops' stream counter: an int64 scalar >= 0, or a bad one."""
+        if chance(p):
+            return pick([np.int64(-1), np.int64(-(2**63)), np.array([1, 2], np.int64),
+                         np.zeros([0], np.int64), np.int32(3), np.float32(1.0)])
+        return np.int64(pick([0, 1, int(rng.integers(0, 2**62)), I64_MAX]))
+
+
     def num_sampled_attr():
         if chance(0.2):
             return pick([0, -1, -(2**63)] + HUGE)
@@ -1056,7 +1087,8 @@ FUZZ_SCRIPT = textwrap.dedent('''
     def call_sample(s, p):
         truth = rng.integers(0, s["c"], size=(len(s["inputs"]), int(rng.integers(0, 3))))
         return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
-                    num_sampled=num_sampled_attr(), **seeds(), **tree_args(s, p), **attrs(s))
+                    counter=counter(p), num_sampled=num_sampled_attr(), **seeds(),
+                    **tree_args(s, p), **attrs(s))
 
 
     def call_log_prob(s, p):
@@ -1080,8 +1112,9 @@ FUZZ_SCRIPT = textwrap.dedent('''
         if chance(p):
             num_true = pick([0, -1, num_true + 1, 2**62])
         return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
-                    num_true=num_true, num_sampled=num_sampled, unique=unique,
-                    range_max=range_max, **seeds(), **tree_args(s, p), **attrs(s))
+                    counter=counter(p), num_true=num_true, num_sampled=num_sampled,
+                    unique=unique, range_max=range_max, **seeds(), **tree_args(s, p),
+                    **attrs(s))
 
 
     def loss_columns(s):

@@ -182,6 +182,7 @@ def test_eager_and_tf_function_give_the_same_samples():
         return sampler.sample(h, 30, seed=123)
 
     graph = graph_sample()
+    sampler.stream.counter.assign(0)  # the same call of the stream again
     eager = sampler.sample(h, 30, seed=123)
     np.testing.assert_array_equal(graph.ids.numpy(), eager.ids.numpy())
     np.testing.assert_array_equal(graph.log_q.numpy(), eager.log_q.numpy())
@@ -197,10 +198,15 @@ def test_same_seed_same_samples_and_calls_advance():
             return sampler.sample(h, 30, seed=77).ids, sampler.sample(h, 30, seed=78).ids
         return [t.numpy() for t in two_calls()]
 
-    first, second = run(), run()
+    first = run()
+    sampler.stream.counter.assign(0)  # a restored stream position
+    second = run()
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert not np.array_equal(first[0], first[1])  # another seed, another stream
+    # Calls advance the counter, hence the samples (even in a new function).
+    assert int(sampler.stream.counter.numpy()) == 2
+    assert not np.array_equal(run()[0], first[0])
 
 
 def test_sampling_has_no_gradient_and_loss_gradient_is_sparse():

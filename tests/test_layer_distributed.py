@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-SCRIPT = """
+# Two logical CPU devices and a MirroredStrategy over them (scripts run in a
+# fresh interpreter: devices are configured before TensorFlow starts).
+PRELUDE = """
 import sys
 import numpy as np
 import tensorflow as tf
@@ -14,9 +16,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import tf_sampled as tfs
 from layer_models import build, task
 
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+"""
+
+SCRIPT = PRELUDE + """
 C = 300
 x, y = task(C, n=1024)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = build(C, sampler="kernel", sampler_options={"leaf_size": 16}, num_sampled=8,
                   seed=3)
@@ -40,15 +45,20 @@ print("loss", before, after)
 """
 
 
-@pytest.mark.slow
-def test_mirrored_fit_keeps_sampler_state_identical_across_replicas():
+def run_mirrored(script):
+    """stdout of PRELUDE + script in a fresh interpreter; fails on a non-zero exit."""
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([os.path.dirname(tests_dir), tests_dir]))
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_mirrored_fit_keeps_sampler_state_identical_across_replicas():
+    out = run_mirrored(SCRIPT)
     assert out.count("identical True") == 4, out
     assert "rows follow the table True" in out and "tree follows the table True" in out, out
     before, after = map(float, out.split("loss")[-1].split())

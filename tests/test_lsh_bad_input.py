@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import (_describe_exit, _finish, _python, _stderr_summary, raises_naming,
-                            run_fuzz)
+from test_bad_input import (_describe_exit, _finish, _python, _stderr_summary,
+                            assert_rejects_bad_counters, raises_naming, run_fuzz)
 
 NUM_CLASSES, DIM = 20, 4
 InvalidArgument = tf.errors.InvalidArgumentError
@@ -171,14 +171,14 @@ def call_raw(ops, op, state, **overrides):
         args = dict(embeddings=state["emb"], ids=np.array([1, 3], np.int64), **tables, **attrs)
     elif op == "sample":
         args = dict(queries=state["queries"], true_classes=np.zeros([2, 1], np.int64),
-                    num_sampled=3, **tables, **attrs)
+                    counter=np.int64(0), num_sampled=3, **tables, **attrs)
     elif op == "log_prob":
         args = dict(queries=state["queries"], classes=np.zeros([2, 2], np.int64), **tables,
                     **attrs)
     else:
         args = dict(queries=state["queries"], true_classes=np.zeros([2, 1], np.int64),
-                    num_true=1, num_sampled=3, unique=True, range_max=NUM_CLASSES,
-                    **tables, **attrs)
+                    counter=np.int64(0), num_true=1, num_sampled=3, unique=True,
+                    range_max=NUM_CLASSES, **tables, **attrs)
     args.update(overrides)
     return getattr(ops, f"tf_sampled_lsh_{op}")(**args)
 
@@ -300,6 +300,12 @@ def test_raw_query_and_id_shapes(ops):
                   "embeddings", "rows")
 
 
+@pytest.mark.parametrize("op", ["sample", "candidate_sampler"])
+def test_raw_sampling_ops_reject_bad_counters(ops, op):
+    state = raw_state(ops)
+    assert_rejects_bad_counters(lambda counter: call_raw(ops, op, state, counter=counter))
+
+
 # --------------------------------------------------------------------------
 # In a subprocess: overflow and huge sizes, and a random fuzz
 # --------------------------------------------------------------------------
@@ -332,11 +338,11 @@ _PRELUDE = textwrap.dedent("""
 CRASH_CASES = {
     "sample_num_sampled_overflow": """
         clean(lambda: ops.tf_sampled_lsh_sample(queries=x, true_classes=[[0], [1]],
-              num_sampled=2**62, **tables), "num_sampled", "overflow")
+              counter=0, num_sampled=2**62, **tables), "num_sampled", "overflow")
     """,
     "candidate_sampler_huge_num_sampled": """
         clean(lambda: ops.tf_sampled_lsh_candidate_sampler(queries=x, true_classes=[[0], [1]],
-              num_true=1, num_sampled=2**50, unique=False, range_max=5, **tables),
+              counter=0, num_true=1, num_sampled=2**50, unique=False, range_max=5, **tables),
               "num_sampled", "OOM", "allocat")
     """,
     "build_huge_tables": """
@@ -460,6 +466,14 @@ FUZZ_SCRIPT = textwrap.dedent('''
         return dict(seed=int(rng.integers(-3, 100)), seed2=int(rng.integers(0, 100)))
 
 
+    def counter(p):
+        """The sampling ops' stream counter: an int64 scalar >= 0, or a bad one."""
+        if chance(p):
+            return pick([np.int64(-1), np.int64(-(2**63)), np.array([1, 2], np.int64),
+                         np.zeros([0], np.int64), np.int32(3), np.float32(1.0)])
+        return np.int64(pick([0, 1, int(rng.integers(0, 2**62)), 2**63 - 1]))
+
+
     def call_build(s, p):
         return dict(embeddings=maybe(p, s["emb"]), hash_params=maybe(p, s["params"]),
                     bucket_size=count_attr(p), **seeds(), **attrs(s, p))
@@ -474,7 +488,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         b = len(s["queries"])
         return dict(queries=maybe(p, s["queries"]),
                     true_classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    num_sampled=count_attr(p), epsilon=pick([0.05, 1.0, 0.0, -1.0, 2.0])
+                    counter=counter(p), num_sampled=count_attr(p), epsilon=pick([0.05, 1.0, 0.0, -1.0, 2.0])
                     if chance(p) else 0.1, **tables(s, p), **seeds(), **attrs(s, p))
 
 
@@ -493,7 +507,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         if unique and num_sampled < 2**31:
             num_sampled = min(num_sampled, s["c"]) if chance(0.8) else s["c"] + 1
         return dict(queries=maybe(p, s["queries"]), true_classes=ids([b, num_true], s["c"], p),
-                    num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
+                    counter=counter(p), num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
                     unique=unique, range_max=pick([s["c"], s["c"] + 1, 0, 2**62])
                     if chance(p) else s["c"], **tables(s, p), **seeds(), **attrs(s, p))
 

@@ -22,7 +22,8 @@ def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_
       unique: bool; draw until S distinct classes (expected counts then use
         num_tries, as TensorFlow's samplers do).
       range_max: int, must equal the sampler's number of classes.
-      seed: optional op seed.
+      seed: optional int seed: with the sampler's stream counter, same seed and
+        counter give the same candidates (None: the sampler's own stream).
       name: optional name scope.
       inputs: [batch, dim] queries (the layer input h).
       sampler: the `tf_sampled.samplers.KernelSampler`.
@@ -51,7 +52,8 @@ def lsh_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max
       unique: bool; draw until S distinct classes (expected counts then use
         num_tries, as TensorFlow's samplers do).
       range_max: int, must equal the sampler's number of classes.
-      seed: optional op seed.
+      seed: optional int seed: with the sampler's stream counter, same seed and
+        counter give the same candidates (None: the sampler's own stream).
       name: optional name scope.
       inputs: [batch, dim] queries h (ignored, may be None, for an LSHSampler
         with query="label", whose queries are the true classes' embeddings).

@@ -1,5 +1,6 @@
-// Helpers shared by the sampling OpKernels of every sampler: per-query seeds
-// and TensorFlow's candidate-sampler contract (unique draws, expected counts).
+// Helpers shared by the sampling OpKernels of every sampler: the sample
+// stream and per-query seeds, and TensorFlow's candidate-sampler contract
+// (unique draws, expected counts).
 #ifndef TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_
 #define TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_
 
@@ -9,13 +10,63 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "custom_ops/kernels/common.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/lib/random/philox_random.h"
 
 namespace tf_sampled {
 
-// A 64-bit seed for query `index`, from a block of Philox outputs reserved
-// for this call: each query gets its own stream whatever the sharding.
+// The random stream of a sampling op: a call's draws are a function of the
+// seed attributes and the call's `counter` input alone, not of a state kept
+// in the kernel instance. The caller (a sampler) keeps the counter in a
+// checkpointed variable and increments it per call, so a restored model, a
+// new process or another replica with the same seed and counter draws the
+// same samples. seed = seed2 = 0 is a seed like any other (deterministic).
+class SampleStream {
+ public:
+  // Reads the seed and seed2 attributes.
+  absl::Status Init(OpKernelConstruction* ctx) {
+    int64_t seed, seed2;
+    TF_RETURN_IF_ERROR(ctx->GetAttr("seed", &seed));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("seed2", &seed2));
+    // One Philox output of (seed, seed2) as the key: every bit of both seeds
+    // reaches the key, which a plain truncation to 64 bits would not give.
+    ::tensorflow::random::PhiloxRandom mix(static_cast<uint64_t>(seed),
+                                           static_cast<uint64_t>(seed2));
+    const auto out = mix();
+    key_[0] = out[0] ^ out[2];
+    key_[1] = out[1] ^ out[3];
+    return absl::OkStatus();
+  }
+
+  // The Philox block of this call, from the scalar int64 `counter` input
+  // (>= 0): the counter fills the high 64 bits of the Philox counter, and
+  // QuerySeed(block, i) skips i in the low 64 bits, so the streams of
+  // distinct (counter, query) pairs never overlap.
+  absl::Status CallBlock(OpKernelContext* ctx, int input,
+                         ::tensorflow::random::PhiloxRandom* block) const {
+    const Tensor& counter_t = ctx->input(input);
+    TF_RETURN_IF_ERROR(CheckRank(counter_t, 0, "counter"));
+    const int64_t counter = counter_t.scalar<int64_t>()();
+    if (counter < 0) {
+      return errors::InvalidArgument("counter must be >= 0, got ", counter);
+    }
+    ::tensorflow::random::PhiloxRandom::ResultType position;
+    position[0] = 0;
+    position[1] = 0;
+    position[2] = static_cast<uint32_t>(counter);
+    position[3] = static_cast<uint32_t>(static_cast<uint64_t>(counter) >> 32);
+    *block = ::tensorflow::random::PhiloxRandom(position, key_);
+    return absl::OkStatus();
+  }
+
+ private:
+  ::tensorflow::random::PhiloxRandom::Key key_;
+};
+
+// A 64-bit seed for query `index`, from the call's Philox block
+// (SampleStream::CallBlock): each query gets its own stream whatever the
+// sharding.
 inline uint64_t QuerySeed(const ::tensorflow::random::PhiloxRandom& block,
                           int64_t index) {
   ::tensorflow::random::PhiloxRandom gen = block;

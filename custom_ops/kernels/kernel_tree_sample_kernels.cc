@@ -7,12 +7,10 @@
 #include "absl/synchronization/mutex.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
-#include "tensorflow/core/util/guarded_philox_random.h"
 
 namespace tf_sampled {
 
 using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::GuardedPhiloxRandom;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
@@ -36,6 +34,9 @@ int64_t QueryCost(const TreeInputs& in, int64_t draws) {
   return draws * DrawCost(in) + in.spec.num_omega * in.spec.dim;
 }
 
+// The sampling ops' `counter` input (after the tree inputs and true_classes).
+constexpr int kCounterInput = 6;
+
 }  // namespace
 
 class KernelTreeSampleOp : public OpKernel {
@@ -46,7 +47,7 @@ class KernelTreeSampleOp : public OpKernel {
     OP_REQUIRES(ctx, num_sampled_ >= 1,
                 errors::InvalidArgument("num_sampled must be >= 1, got ",
                                         num_sampled_));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -62,13 +63,14 @@ class KernelTreeSampleOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
     OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
                                                   &ids_t, &log_q_t, &true_log_q_t));
     if (in.batch == 0) return;
 
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
-    const auto block = generator_.ReserveSamples128(in.batch);
     int64_t* ids = ids_t->flat<int64_t>().data();
     float* log_q = log_q_t->flat<float>().data();
     float* true_log_q = true_log_q_t->flat<float>().data();
@@ -96,7 +98,7 @@ class KernelTreeSampleOp : public OpKernel {
  private:
   FeatureAttrs attrs_;
   int64_t num_sampled_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 class KernelTreeLogProbOp : public OpKernel {
@@ -159,7 +161,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
                     "num_sampled (", num_sampled_,
                     ") must be <= range_max (", range_max_,
                     ") when unique=True"));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -181,6 +183,8 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
                     true_classes.shape().DebugString()));
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
 
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}),
@@ -208,7 +212,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       sums.Merge(part);
     });
     tree.SetMixtureQuery(sums, &state);
-    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
+    Random rng(QuerySeed(block, 0));
     int64_t num_tries = num_sampled_;
     if (!unique_) {
       OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled, sampled_log_q),
@@ -244,7 +248,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
   FeatureAttrs attrs_;
   int64_t num_true_, num_sampled_, range_max_;
   bool unique_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeSample").Device(DEVICE_CPU),

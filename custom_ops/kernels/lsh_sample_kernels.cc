@@ -6,12 +6,10 @@
 
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/lsh_common.h"
-#include "tensorflow/core/util/guarded_philox_random.h"
 
 namespace tf_sampled {
 
 using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::GuardedPhiloxRandom;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
@@ -107,6 +105,9 @@ void ForEachQuery(OpKernelContext* ctx, const LshQueryInputs& in,
 
 float LogOf(double p) { return static_cast<float>(std::log(p)); }
 
+// The sampling ops' `counter` input (after the queries and true_classes).
+constexpr int kCounterInput = 6;
+
 }  // namespace
 
 class LshSampleOp : public OpKernel {
@@ -115,7 +116,7 @@ class LshSampleOp : public OpKernel {
     OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
     OP_REQUIRES_OK(ctx, ParsePositive(ctx, "num_sampled", &num_sampled_));
     OP_REQUIRES_OK(ctx, ParseEpsilon(ctx, &epsilon_));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -124,13 +125,14 @@ class LshSampleOp : public OpKernel {
     const Tensor& true_classes = ctx->input(5);
     OP_REQUIRES_OK(ctx, in.CheckIds(true_classes, "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
     OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
                                                   &ids_t, &log_q_t, &true_log_q_t));
     if (in.batch == 0) return;
 
     const LshProposal proposal(in.tables.view, epsilon_);
-    const auto block = generator_.ReserveSamples128(in.batch);
     int64_t* ids = ids_t->flat<int64_t>().data();
     float* log_q = log_q_t->flat<float>().data();
     float* true_log_q = true_log_q_t->flat<float>().data();
@@ -166,7 +168,7 @@ class LshSampleOp : public OpKernel {
   LshAttrs attrs_;
   int64_t num_sampled_;
   float epsilon_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 class LshLogProbOp : public OpKernel {
@@ -217,7 +219,7 @@ class LshCandidateSamplerOp : public OpKernel {
                 errors::InvalidArgument("num_sampled (", num_sampled_,
                                         ") must be <= range_max (", range_max_,
                                         ") when unique=True"));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -235,6 +237,8 @@ class LshCandidateSamplerOp : public OpKernel {
                 errors::InvalidArgument(
                     "true_classes must have num_true=", num_true_,
                     " columns, got shape ", true_classes.shape().DebugString()));
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}), &sampled_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({in.batch, num_true_}),
@@ -257,7 +261,7 @@ class LshCandidateSamplerOp : public OpKernel {
     OP_REQUIRES_OK(ctx, failures.Status(view));
     const LshMixture mixture(proposal, std::move(queries));
 
-    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
+    Random rng(QuerySeed(block, 0));
     auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
       for (int64_t i = 0; i < n; ++i) {
         ids[i] = mixture.Draw(&rng);
@@ -289,7 +293,7 @@ class LshCandidateSamplerOp : public OpKernel {
   float epsilon_;
   int64_t num_true_, num_sampled_, range_max_;
   bool unique_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfSampled>LshSample").Device(DEVICE_CPU), LshSampleOp);

@@ -1,5 +1,6 @@
 // Op registrations for the kernel sampling tree. Shapes are checked here as
 // far as they are known at graph time; the kernels check everything again.
+#include "custom_ops/ops/sample_stream.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -82,6 +83,7 @@ REGISTER_OP("TfSampled>KernelTreeSample")
     .Input("omega: float")
     .Input("inputs: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("ids: int64")
     .Output("log_q: float")
     .Output("true_log_q: float")
@@ -96,6 +98,7 @@ REGISTER_OP("TfSampled>KernelTreeSample")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 6));
       int64_t num_sampled;
       TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       c->set_output(0, c->Matrix(batch, num_sampled));
@@ -106,6 +109,9 @@ REGISTER_OP("TfSampled>KernelTreeSample")
     .Doc(R"doc(
 Per-example negatives: num_sampled iid classes per input row from the kernel
 tree's proposal q(.|inputs[b]), with exact log q, and log q of the true classes.
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's checkpointed call count) selects the call's stream, so the
+same seeds and counter give the same samples in any process.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeLogProb")
@@ -137,6 +143,7 @@ REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
     .Input("omega: float")
     .Input("inputs: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("sampled_candidates: int64")
     .Output("true_expected_count: float")
     .Output("sampled_expected_count: float")
@@ -157,6 +164,7 @@ REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 6));
       DimensionHandle unused;
       TF_RETURN_IF_ERROR(
           c->WithValue(c->Dim(true_classes, 1), num_true, &unused));
@@ -170,6 +178,9 @@ Batch-shared candidates with TensorFlow's candidate-sampler contract: one set
 of num_sampled classes for the whole batch, drawn from the batch's mixture
 proposal, and expected counts as TensorFlow defines them (num_sampled * q, or
 1 - (1 - q)^num_tries with unique=True).
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's checkpointed call count) selects the call's stream, so the
+same seeds and counter give the same samples in any process.
 )doc");
 
 #undef TF_SAMPLED_FEATURE_ATTRS

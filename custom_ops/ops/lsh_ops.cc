@@ -2,6 +2,7 @@
 // proposal; see core/lsh_proposal.h). The table state (buckets, counts,
 // codes) and the embeddings are variables read in place through their
 // handles, so their shapes are checked by the kernels.
+#include "custom_ops/ops/sample_stream.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -95,6 +96,7 @@ REGISTER_OP("TfSampled>LshSample")
     .Input("hash_params: float")
     .Input("queries: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("ids: int64")
     .Output("log_q: float")
     .Output("true_log_q: float")
@@ -108,6 +110,7 @@ REGISTER_OP("TfSampled>LshSample")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 6));
       int64_t num_sampled;
       TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       DimensionHandle s = num_sampled >= 0 ? c->MakeDim(num_sampled) : c->UnknownDim();
@@ -120,6 +123,9 @@ REGISTER_OP("TfSampled>LshSample")
 Per-example negatives: num_sampled iid classes per query row from the LSH
 proposal of queries[b] (the input h, or the true class's embedding), with
 exact log q, and log q of the true classes.
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's checkpointed call count) selects the call's stream, so the
+same seeds and counter give the same samples in any process.
 )doc");
 
 REGISTER_OP("TfSampled>LshLogProb")
@@ -152,6 +158,7 @@ REGISTER_OP("TfSampled>LshCandidateSampler")
     .Input("hash_params: float")
     .Input("queries: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("sampled_candidates: int64")
     .Output("true_expected_count: float")
     .Output("sampled_expected_count: float")
@@ -171,6 +178,7 @@ REGISTER_OP("TfSampled>LshCandidateSampler")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 6));
       DimensionHandle s = num_sampled >= 0 ? c->MakeDim(num_sampled) : c->UnknownDim();
       DimensionHandle t = num_true >= 0 ? c->MakeDim(num_true) : c->UnknownDim();
       c->set_output(0, c->Vector(s));
@@ -182,6 +190,9 @@ REGISTER_OP("TfSampled>LshCandidateSampler")
 Batch-shared candidates with TensorFlow's candidate-sampler contract, drawn
 from the mixture (1/B) sum_b q(.|queries[b]) of the batch's LSH proposals;
 expected counts num_sampled * q_bar, or 1 - (1 - q_bar)^num_tries with unique.
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's checkpointed call count) selects the call's stream, so the
+same seeds and counter give the same samples in any process.
 )doc");
 
 #undef TF_SAMPLED_LSH_ATTRS

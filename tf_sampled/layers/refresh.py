@@ -24,8 +24,8 @@ def refresh_after_step(sampler, touched, step, cursor, *, refresh_touched, refre
     per step (the whole table every num_classes / refresh_slice steps).
 
     Args:
-      sampler: a sampler with `refresh(ids=None)`; `sampler.rows` is None when
-        it keeps no snapshot (then only full rebuilds apply).
+      sampler: a `Sampler`; when its `refreshes_ids` is False (a kernel
+        sampler without the row snapshot) only full rebuilds apply.
       touched: int64 class ids of any shape (duplicates allowed).
       step: int64 scalar variable, steps refreshed so far (incremented here).
       cursor: int64 scalar variable, the first row of the next rolling slice.
@@ -33,7 +33,7 @@ def refresh_after_step(sampler, touched, step, cursor, *, refresh_touched, refre
       refresh_every: None or N: full rebuild when the step count is a multiple of N.
       refresh_slice: None or K: rows refreshed per step in a rolling window.
     """
-    incremental = getattr(sampler, "rows", None) is not None
+    incremental = sampler.refreshes_ids
     if refresh_touched and incremental:
         sampler.refresh(touched)
     step_count = step.assign_add(1)

@@ -52,7 +52,10 @@ class SampledSoftmax(keras.layers.Layer):
       sampler: "uniform", "log_uniform" (ids sorted by decreasing frequency),
         "unigram" (sampler_options counts, distortion), "learned_unigram",
         "kernel" (a `KernelSampler` over this layer's table; sampler_options
-        feature_map, leaf_size, incremental), or a `tf_sampled.samplers.Sampler`
+        feature_map, leaf_size, incremental), "lsh" (an `LSHSampler` over the
+        class embeddings; sampler_options num_tables, num_hashes,
+        bucket_size, family, bin_size, query, epsilon, seed: the hash
+        functions' seed), or a `tf_sampled.samplers.Sampler`
         instance for num_classes classes (and inputs of the layer's dim).
       sampler_options: dict of options for a sampler given by name.
       shared_negatives: draw one set of S negatives for the whole batch
@@ -79,8 +82,11 @@ class SampledSoftmax(keras.layers.Layer):
       kernel_initializer: initializer of the class embeddings; defaults to a
         truncated normal with stddev 1 / sqrt(dim).
       bias_initializer: initializer of the biases.
-      seed: op seed of the sampler's draws (with the global seed: same seed,
-        same samples).
+      seed: op seed of the sampler's draws. The draws are a function of the
+        seed and the sampler's stream counter (saved with the model), so the
+        same seed gives the same samples, also in a restored model. None: the
+        sampler's own stream, started at random when it is built (Python's
+        `random`, which `keras.utils.set_random_seed` seeds) and saved with it.
       **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
     """
 
@@ -265,12 +271,10 @@ class SampledSoftmax(keras.layers.Layer):
           touched: int64 ids whose rows the step's gradient touched (from
             `sampled_loss`).
         """
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            # Every replica holds its own copy of the sampler's state: all of
-            # them refresh the union of the rows any replica touched (the
-            # table itself is synchronised), so the copies stay identical.
-            touched = replica.all_gather(touched, axis=0)
+        # Every replica holds its own copy of the sampler's state: all of
+        # them refresh the union of the rows any replica touched (the table
+        # itself is synchronised), so the copies stay identical.
+        touched = base.gather_across_replicas(touched)
         refresh_lib.refresh_after_step(
             self.sampler, touched, self.refresh_step, self.refresh_cursor,
             refresh_touched=self.refresh_touched, refresh_every=self.refresh_every,

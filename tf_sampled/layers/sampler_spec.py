@@ -4,10 +4,12 @@ import keras
 from tf_sampled import features as features_lib
 from tf_sampled import samplers as samplers_lib
 
-SAMPLER_NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram", "kernel")
+SAMPLER_NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram", "kernel", "lsh")
 _OPTIONS = {"uniform": (), "log_uniform": (), "learned_unigram": (),
             "unigram": ("counts", "distortion"),
-            "kernel": ("feature_map", "leaf_size", "incremental")}
+            "kernel": ("feature_map", "leaf_size", "incremental"),
+            "lsh": ("num_tables", "num_hashes", "bucket_size", "family", "bin_size", "query",
+                    "epsilon", "seed")}
 
 
 def check_spec(sampler, options):
@@ -71,6 +73,8 @@ def make_sampler(sampler, options, num_classes, dim, kernel, bias):
             raise ValueError(f"unigram counts have {len(options['counts'])} entries, the layer "
                              f"has num_classes={num_classes}")
         return samplers_lib.Unigram(options["counts"], options.get("distortion", 1.0))
+    if sampler == "lsh":
+        return samplers_lib.LSHSampler(kernel, **options)
     kernel_options = dict(options)
     if "feature_map" in kernel_options:
         kernel_options["feature_map"] = keras.saving.deserialize_keras_object(

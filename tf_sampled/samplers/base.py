@@ -4,6 +4,7 @@ import typing
 import tensorflow as tf
 
 from tf_sampled import _variables
+from tf_sampled.samplers import stream as stream_lib
 
 
 class SampledCandidates(typing.NamedTuple):
@@ -76,10 +77,16 @@ def as_class_matrix(classes, name, batch=None):
     return classes
 
 
-def op_seeds(seed):
-    """(seed, seed2) attributes from an op-level seed and the global seed."""
-    seed1, seed2 = tf.compat.v1.get_seed(seed)
-    return seed1 or 0, seed2 or 0
+def gather_across_replicas(ids):
+    """ids [n] of this replica, or of every replica in sync, concatenated.
+
+    For sampler state that each replica of a `MirroredStrategy` holds a copy
+    of: updating every copy with the union keeps the copies identical.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        return replica.all_gather(ids, axis=0)
+    return ids
 
 
 def expected_counts(log_q, num_sampled, num_tries):
@@ -98,11 +105,18 @@ class Sampler(tf.Module):
     `candidate_sampler` (TensorFlow's batch-shared triple). State lives in
     non-trainable variables, so samplers checkpoint with `tf.train.Checkpoint`
     and work inside `tf.function`.
+
+    Every sampling call draws from `stream` (a `SampleStream`): its draws are
+    a function of the seeds and the stream's counter, which the call
+    increments, so a restored sampler continues with the samples the saved
+    one would have drawn next, and eager and `tf.function` calls agree.
     """
 
     def __init__(self, num_classes, name=None):
         super().__init__(name=name)
         self.num_classes = check_count("num_classes", num_classes)
+        with self.name_scope:
+            self.stream = stream_lib.SampleStream()
 
     def sample(self, inputs, num_sampled, true_classes=None, seed=None):
         """Draws per-example negatives.
@@ -112,7 +126,10 @@ class Sampler(tf.Module):
           num_sampled: S, draws per example (with replacement).
           true_classes: optional [batch, num_true] (or [batch]) int class ids
             whose log q is returned as `true_log_q`.
-          seed: optional op seed (with the global seed: same seed, same samples).
+          seed: optional int seed: the same seed and stream counter
+            (`stream.counter`, incremented by each call) give the same
+            samples, in any process. None: the sampler's own random stream
+            (`SampleStream.offset`). The global TensorFlow seed does not enter.
 
         Returns:
           `SampledCandidates` with ids/log_q [batch, S], true_log_q [batch, num_true].
@@ -137,6 +154,11 @@ class Sampler(tf.Module):
     def refresh(self, ids=None):
         """Brings the state up to date with the class table (no-op by default)."""
         del ids
+
+    @property
+    def refreshes_ids(self):
+        """Whether `refresh(ids)` works (else only the full `refresh()`)."""
+        return False
 
     def _shared_true_classes(self, true_classes, num_true, batch):
         """true_classes as int64 [batch, num_true] for `candidate_sampler`."""

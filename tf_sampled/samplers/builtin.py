@@ -2,28 +2,64 @@
 
 Per-example `sample` draws iid ids of shape [batch, S] from the same
 distribution TensorFlow's op uses and returns its exact log q;
-`candidate_sampler` returns TensorFlow's triple (from TensorFlow's own op where
-its state allows it), so each can be swapped for a `KernelSampler`.
+`candidate_sampler` returns TensorFlow's triple (unique draws and expected
+counts as TensorFlow defines them), so each can be swapped for a
+`KernelSampler`. Draws go through stateless random ops keyed by the
+sampler's stream (seed and counter), not TensorFlow's stateful candidate
+samplers, whose state lives in a kernel instance: a restored sampler
+continues with the samples the saved one would have drawn.
 """
-import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
 from tf_sampled.samplers import base
+from tf_sampled.samplers import stream as stream_lib
+
+
+def _draw_until_distinct(draw, num_sampled, key):
+    """TensorFlow's unique sampling: one iid sequence until num_sampled distinct ids.
+
+    Args:
+      draw: fn(n, key) -> [n] int64 iid ids, key a stateless [2] seed.
+      num_sampled: S.
+      key: [2] int64 stateless seed of the call.
+
+    Returns:
+      (the S distinct ids in order of first appearance [S] int64, num_tries:
+      int32 scalar, the draws up to the last of them).
+    """
+    def needs_more(draws, _):
+        return tf.size(tf.unique(draws)[0]) < num_sampled
+
+    def extend(draws, step):
+        more = draw(tf.shape(draws)[0], tf.random.experimental.stateless_fold_in(key, step))
+        return tf.concat([draws, more], 0), step + 1
+
+    draws = draw(2 * num_sampled + 8, tf.random.experimental.stateless_fold_in(key, 0))
+    draws = tf.while_loop(needs_more, extend, [draws, tf.constant(1, tf.int64)],
+                          shape_invariants=[tf.TensorShape([None]), tf.TensorShape([])])[0]
+    distinct, position = tf.unique(draws)
+    num_tries = tf.argmax(tf.cast(tf.equal(position, num_sampled - 1), tf.int32),
+                          output_type=tf.int32) + 1
+    return distinct[:num_sampled], num_tries
 
 
 class _InputFreeSampler(base.Sampler):
     """A proposal q(class) that ignores the inputs."""
 
-    def _draw(self, shape, seed):
-        """iid class ids of `shape` (a [2] tensor), int64."""
+    def _draw(self, shape, key):
+        """iid class ids of `shape` (a [k] tensor or list), int64, from stateless key [2]."""
         raise NotImplementedError
 
     def _log_q(self, ids):
         """log q of int64 ids, float32, same shape."""
         raise NotImplementedError
+
+    def _key(self, seed):
+        """The stateless key of one call (advances the stream)."""
+        return stream_lib.stateless_key(*self.stream.next(seed))
 
     def _batch_size(self, inputs, true_classes):
         if inputs is not None:
@@ -39,35 +75,43 @@ class _InputFreeSampler(base.Sampler):
         batch = self._batch_size(inputs, true_classes)
         if true_classes is None:
             true_classes = tf.zeros([batch, 0], tf.int64)
-        ids = self._draw(tf.stack([batch, num_sampled]), seed)
+        ids = self._draw(tf.stack([batch, num_sampled]), self._key(seed))
         return base.SampledCandidates(ids, self._log_q(ids), self._log_q(true_classes))
 
     def log_prob(self, inputs, classes):
         return self._log_q(base.as_class_matrix(classes, "classes"))
 
-    def _tf_candidate_sampler(self):
-        """TensorFlow's own candidate sampler for this distribution."""
-        raise NotImplementedError
-
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
                           seed=None, name=None, inputs=None):
+        return self._shared_candidates(true_classes, num_true, num_sampled, unique,
+                                       range_max, seed, name)
+
+    def _shared_candidates(self, true_classes, num_true, num_sampled, unique, range_max,
+                           seed, name):
+        """TensorFlow's triple from the stream's stateless draws."""
         self._check_shared_args(num_true, num_sampled, unique, range_max)
-        return self._tf_candidate_sampler()(
-            tf.cast(true_classes, tf.int64), num_true, num_sampled, unique, range_max,
-            seed=seed, name=name)
+        true_classes = self._shared_true_classes(true_classes, num_true, None)
+        with tf.name_scope(name or f"{type(self).__name__.lower()}_candidate_sampler"):
+            key = self._key(seed)
+            if unique:
+                sampled, num_tries = _draw_until_distinct(
+                    lambda n, k: self._draw(tf.reshape(n, [1]), k), num_sampled, key)
+            else:
+                sampled = self._draw([num_sampled], key)
+                num_tries = tf.constant(num_sampled)
+            return (sampled,
+                    base.expected_counts(self._log_q(true_classes), num_sampled, num_tries),
+                    base.expected_counts(self._log_q(sampled), num_sampled, num_tries))
 
 
 class Uniform(_InputFreeSampler):
     """q(i) = 1 / num_classes (`tf.random.uniform_candidate_sampler`)."""
 
-    def _draw(self, shape, seed):
-        return tf.random.uniform(shape, 0, self.num_classes, tf.int64, seed=seed)
+    def _draw(self, shape, key):
+        return tf.random.stateless_uniform(shape, key, 0, self.num_classes, tf.int64)
 
     def _log_q(self, ids):
         return tf.fill(tf.shape(ids), tf.constant(-math.log(self.num_classes), tf.float32))
-
-    def _tf_candidate_sampler(self):
-        return tf.random.uniform_candidate_sampler
 
 
 class LogUniform(_InputFreeSampler):
@@ -77,8 +121,8 @@ class LogUniform(_InputFreeSampler):
     decreasing frequency.
     """
 
-    def _draw(self, shape, seed):
-        u = tf.random.uniform(shape, dtype=tf.float64, seed=seed)
+    def _draw(self, shape, key):
+        u = tf.random.stateless_uniform(shape, key, dtype=tf.float64)
         ids = tf.cast(tf.floor(tf.exp(u * math.log(self.num_classes + 1.0))), tf.int64) - 1
         return tf.clip_by_value(ids, 0, self.num_classes - 1)
 
@@ -87,13 +131,10 @@ class LogUniform(_InputFreeSampler):
         log_q = tf.math.log1p(1.0 / (k + 1.0)) / math.log(self.num_classes + 1.0)
         return tf.cast(tf.math.log(log_q), tf.float32)
 
-    def _tf_candidate_sampler(self):
-        return tf.random.log_uniform_candidate_sampler
 
-
-def _categorical_draw(log_probs, shape, seed):
-    flat = tf.random.categorical(log_probs[None, :], tf.reduce_prod(shape), dtype=tf.int64,
-                                 seed=seed)
+def _categorical_draw(log_probs, shape, key):
+    flat = tf.random.stateless_categorical(log_probs[None, :], tf.reduce_prod(shape), key,
+                                           dtype=tf.int64)
     return tf.reshape(flat, shape)
 
 
@@ -120,36 +161,11 @@ class Unigram(_InputFreeSampler):
         with np.errstate(divide="ignore"):
             self._log_probs = tf.constant(np.log(weights / weights.sum()), tf.float32)
 
-    def _draw(self, shape, seed):
-        return _categorical_draw(self._log_probs, shape, seed)
+    def _draw(self, shape, key):
+        return _categorical_draw(self._log_probs, shape, key)
 
     def _log_q(self, ids):
         return tf.gather(self._log_probs, ids)
-
-    def _tf_candidate_sampler(self):
-        return functools.partial(tf.random.fixed_unigram_candidate_sampler,
-                                 distortion=self.distortion, unigrams=self.counts.tolist())
-
-
-def _draw_until_distinct(log_probs, num_sampled, seed):
-    """TensorFlow's unique sampling from a [C] log-distribution.
-
-    Extends one iid sequence until it holds num_sampled distinct ids; returns
-    them in order of first appearance and num_tries, the draws up to the last.
-    """
-    def needs_more(draws):
-        return tf.size(tf.unique(draws)[0]) < num_sampled
-
-    def extend(draws):
-        return tf.concat([draws, _categorical_draw(log_probs, tf.shape(draws), seed)], 0)
-
-    draws = _categorical_draw(log_probs, [2 * num_sampled + 8], seed)
-    draws = tf.while_loop(needs_more, extend, [draws],
-                          shape_invariants=[tf.TensorShape([None])])[0]
-    distinct, position = tf.unique(draws)
-    num_tries = tf.argmax(tf.cast(tf.equal(position, num_sampled - 1), tf.int32),
-                          output_type=tf.int32) + 1
-    return distinct[:num_sampled], num_tries
 
 
 class LearnedUnigram(_InputFreeSampler):
@@ -157,7 +173,8 @@ class LearnedUnigram(_InputFreeSampler):
 
     Counts start at one per class, as in TensorFlow, and live in a variable (so
     they checkpoint, unlike TensorFlow's op state). Each call samples with the
-    current counts, then adds the given true classes to them.
+    current counts, then adds the given true classes to them (under
+    `tf.distribute.MirroredStrategy`, the true classes of every replica).
     """
 
     def __init__(self, num_classes, name=None):
@@ -169,15 +186,17 @@ class LearnedUnigram(_InputFreeSampler):
     def _log_probs(self):
         return tf.cast(tf.math.log(self.counts / tf.reduce_sum(self.counts)), tf.float32)
 
-    def _draw(self, shape, seed):
-        return _categorical_draw(self._log_probs(), shape, seed)
+    def _draw(self, shape, key):
+        return _categorical_draw(self._log_probs(), shape, key)
 
     def _log_q(self, ids):
         return tf.gather(self._log_probs(), ids)
 
     def _learn(self, true_classes):
-        ones = tf.ones(tf.shape(tf.reshape(true_classes, [-1])), tf.float64)
-        self.counts.scatter_add(tf.IndexedSlices(ones, tf.reshape(true_classes, [-1])))
+        # Replicas in sync each hold a copy of the counts: all of them learn
+        # every replica's classes, so the copies stay identical.
+        ids = base.gather_across_replicas(tf.reshape(true_classes, [-1]))
+        self.counts.scatter_add(tf.IndexedSlices(tf.ones(tf.shape(ids), tf.float64), ids))
 
     def sample(self, inputs, num_sampled, true_classes=None, seed=None):
         candidates = super().sample(inputs, num_sampled, true_classes, seed)
@@ -188,20 +207,8 @@ class LearnedUnigram(_InputFreeSampler):
 
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
                           seed=None, name=None, inputs=None):
-        self._check_shared_args(num_true, num_sampled, unique, range_max)
-        true_classes = tf.cast(true_classes, tf.int64)
-        with tf.name_scope(name or "learned_unigram_candidate_sampler"):
-            log_probs = self._log_probs()
-            if unique:
-                sampled, num_tries = _draw_until_distinct(log_probs, num_sampled, seed)
-            else:
-                sampled = _categorical_draw(log_probs, [num_sampled], seed)
-                num_tries = tf.constant(num_sampled)
-            result = (sampled,
-                      base.expected_counts(tf.gather(log_probs, true_classes), num_sampled,
-                                           num_tries),
-                      base.expected_counts(tf.gather(log_probs, sampled), num_sampled,
-                                           num_tries))
-            with tf.control_dependencies(list(result)):
-                self._learn(true_classes)
-            return result
+        result = self._shared_candidates(true_classes, num_true, num_sampled, unique,
+                                         range_max, seed, name)
+        with tf.control_dependencies(list(result)):
+            self._learn(base.as_class_matrix(true_classes, "true_classes"))
+        return result

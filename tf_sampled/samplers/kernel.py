@@ -117,10 +117,10 @@ class KernelSampler(base.Sampler):
         if true_classes is None:
             true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
         true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
-        seed1, seed2 = base.op_seeds(seed)
+        seed1, seed2, counter = self.stream.next(seed)
         ids, log_q, true_log_q = self._library.tf_sampled_kernel_tree_sample(
-            true_classes=true_classes, num_sampled=num_sampled, seed=seed1, seed2=seed2,
-            **args, **self._attrs)
+            true_classes=true_classes, counter=counter, num_sampled=num_sampled, seed=seed1,
+            seed2=seed2, **args, **self._attrs)
         return base.SampledCandidates(ids, log_q, true_log_q)
 
     def log_prob(self, inputs, classes):
@@ -136,12 +136,16 @@ class KernelSampler(base.Sampler):
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._table_args(inputs)
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
-        seed1, seed2 = base.op_seeds(seed)
         with tf.name_scope(name or "kernel_candidate_sampler"):
+            seed1, seed2, counter = self.stream.next(seed)
             return self._library.tf_sampled_kernel_tree_candidate_sampler(
-                true_classes=true_classes, num_true=num_true, num_sampled=num_sampled,
-                unique=bool(unique), range_max=range_max, seed=seed1, seed2=seed2,
-                **args, **self._attrs)
+                true_classes=true_classes, counter=counter, num_true=num_true,
+                num_sampled=num_sampled, unique=bool(unique), range_max=range_max, seed=seed1,
+                seed2=seed2, **args, **self._attrs)
+
+    @property
+    def refreshes_ids(self):
+        return self.rows is not None
 
     def refresh(self, ids=None):
         """Updates the tree to the current embeddings (and biases).

@@ -195,10 +195,11 @@ class LSHSampler(base.Sampler):
         if true_classes is None:
             true_classes = tf.zeros([tf.shape(queries)[0], 0], tf.int64)
         true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
-        seed1, seed2 = base.op_seeds(seed)
+        seed1, seed2, counter = self.stream.next(seed)
         ids, log_q, true_log_q = self._library.tf_sampled_lsh_sample(
-            queries=queries, true_classes=true_classes, num_sampled=num_sampled,
-            epsilon=self.epsilon, seed=seed1, seed2=seed2, **self._table_args())
+            queries=queries, true_classes=true_classes, counter=counter,
+            num_sampled=num_sampled, epsilon=self.epsilon, seed=seed1, seed2=seed2,
+            **self._table_args())
         return base.SampledCandidates(ids, log_q, true_log_q)
 
     def log_prob(self, inputs, classes, true_classes=None):
@@ -223,12 +224,16 @@ class LSHSampler(base.Sampler):
                              "(query='embedding')")
         queries = self._queries(inputs, true_classes)
         true_classes = self._shared_true_classes(true_classes, num_true, queries.shape[0])
-        seed1, seed2 = base.op_seeds(seed)
         with tf.name_scope(name or "lsh_candidate_sampler"):
+            seed1, seed2, counter = self.stream.next(seed)
             return self._library.tf_sampled_lsh_candidate_sampler(
-                queries=queries, true_classes=true_classes, num_true=num_true,
+                queries=queries, true_classes=true_classes, counter=counter, num_true=num_true,
                 num_sampled=num_sampled, unique=bool(unique), range_max=range_max,
                 epsilon=self.epsilon, seed=seed1, seed2=seed2, **self._table_args())
+
+    @property
+    def refreshes_ids(self):
+        return True
 
     def refresh(self, ids=None):
         """Brings the tables up to date with the embeddings.
