@@ -48,7 +48,7 @@ def test_per_example_frequencies_pass_chi_square(name):
 
 
 @pytest.mark.parametrize("name", ["uniform", "log_uniform", "unigram"])
-def test_candidate_sampler_is_tensorflows(name):
+def test_candidate_sampler_follows_tensorflows_contract(name):
     labels = np.array([[0], [7]], np.int64)
     sampled, true_count, sampled_count = samplers()[name].candidate_sampler(
         labels, 1, 20, True, C, seed=5)
@@ -110,3 +110,10 @@ def test_protocol_errors_name_the_argument():
         tfs.samplers.LogUniform(C).sample(tf.zeros([2, 2]), 0)
     with pytest.raises(ValueError, match="counts"):
         tfs.samplers.Unigram([1.0, -2.0])
+
+
+def test_unique_with_too_few_reachable_classes_is_an_error_not_a_hang():
+    sampler = tfs.samplers.Unigram([1.0, 1.0, 0.0, 0.0, 0.0])
+    assert sorted(sampler.candidate_sampler([[0]], 1, 2, True, 5, seed=1)[0].numpy()) == [0, 1]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_sampled=3 distinct"):
+        sampler.candidate_sampler([[0]], 1, 3, True, 5, seed=1)

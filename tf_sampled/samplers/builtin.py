@@ -18,28 +18,48 @@ from tf_sampled.samplers import base
 from tf_sampled.samplers import stream as stream_lib
 
 
-def _draw_until_distinct(draw, num_sampled, key):
+def _draw_until_distinct(draw, num_sampled, num_classes, key):
     """TensorFlow's unique sampling: one iid sequence until num_sampled distinct ids.
 
     Args:
       draw: fn(n, key) -> [n] int64 iid ids, key a stateless [2] seed.
       num_sampled: S.
+      num_classes: C (bounds the draws, as the sampling ops do).
       key: [2] int64 stateless seed of the call.
 
     Returns:
       (the S distinct ids in order of first appearance [S] int64, num_tries:
       int32 scalar, the draws up to the last of them).
+
+    Raises:
+      InvalidArgumentError: (when run) fewer than S distinct ids in about
+        1000 S + 100 C draws (a proposal with its mass on fewer classes):
+        an error instead of a hang.
     """
+    max_draws = 1000 * num_sampled + 100 * num_classes
+
+    def distinct_count(draws):
+        return tf.size(tf.unique(draws)[0])
+
     def needs_more(draws, _):
-        return tf.size(tf.unique(draws)[0]) < num_sampled
+        return tf.logical_and(distinct_count(draws) < num_sampled,
+                              tf.size(draws) <= max_draws)
 
     def extend(draws, step):
+        # The sequence doubles: O(log) rounds of the loop.
         more = draw(tf.shape(draws)[0], tf.random.experimental.stateless_fold_in(key, step))
         return tf.concat([draws, more], 0), step + 1
 
     draws = draw(2 * num_sampled + 8, tf.random.experimental.stateless_fold_in(key, 0))
     draws = tf.while_loop(needs_more, extend, [draws, tf.constant(1, tf.int64)],
                           shape_invariants=[tf.TensorShape([None]), tf.TensorShape([])])[0]
+    check = tf.debugging.assert_greater_equal(
+        distinct_count(draws), num_sampled,
+        message=f"Could not find num_sampled={num_sampled} distinct classes in "
+                f"{max_draws} draws (unique=True); lower num_sampled "
+                f"(range_max={num_classes})")
+    with tf.control_dependencies([check]):
+        draws = tf.identity(draws)
     distinct, position = tf.unique(draws)
     num_tries = tf.argmax(tf.cast(tf.equal(position, num_sampled - 1), tf.int32),
                           output_type=tf.int32) + 1
@@ -95,7 +115,8 @@ class _InputFreeSampler(base.Sampler):
             key = self._key(seed)
             if unique:
                 sampled, num_tries = _draw_until_distinct(
-                    lambda n, k: self._draw(tf.reshape(n, [1]), k), num_sampled, key)
+                    lambda n, k: self._draw(tf.reshape(n, [1]), k), num_sampled,
+                    self.num_classes, key)
             else:
                 sampled = self._draw([num_sampled], key)
                 num_tries = tf.constant(num_sampled)
