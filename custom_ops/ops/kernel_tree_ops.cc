@@ -110,8 +110,9 @@ REGISTER_OP("TfSampled>KernelTreeSample")
 Per-example negatives: num_sampled iid classes per input row from the kernel
 tree's proposal q(.|inputs[b]), with exact log q, and log q of the true classes.
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
->= 0, the caller's checkpointed call count) selects the call's stream, so the
-same seeds and counter give the same samples in any process.
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeLogProb")
@@ -179,8 +180,9 @@ of num_sampled classes for the whole batch, drawn from the batch's mixture
 proposal, and expected counts as TensorFlow defines them (num_sampled * q, or
 1 - (1 - q)^num_tries with unique=True).
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
->= 0, the caller's checkpointed call count) selects the call's stream, so the
-same seeds and counter give the same samples in any process.
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 #undef TF_SAMPLED_FEATURE_ATTRS

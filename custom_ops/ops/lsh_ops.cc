@@ -124,8 +124,9 @@ Per-example negatives: num_sampled iid classes per query row from the LSH
 proposal of queries[b] (the input h, or the true class's embedding), with
 exact log q, and log q of the true classes.
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
->= 0, the caller's checkpointed call count) selects the call's stream, so the
-same seeds and counter give the same samples in any process.
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 REGISTER_OP("TfSampled>LshLogProb")
@@ -191,8 +192,9 @@ Batch-shared candidates with TensorFlow's candidate-sampler contract, drawn
 from the mixture (1/B) sum_b q(.|queries[b]) of the batch's LSH proposals;
 expected counts num_sampled * q_bar, or 1 - (1 - q_bar)^num_tries with unique.
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
->= 0, the caller's checkpointed call count) selects the call's stream, so the
-same seeds and counter give the same samples in any process.
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 #undef TF_SAMPLED_LSH_ATTRS
