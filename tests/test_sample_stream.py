@@ -157,6 +157,16 @@ def test_same_seed_and_counter_draw_the_same(kind, shared):
     assert not np.array_equal(draw(one, shared, seed=4).numpy(), first)
 
 
+@pytest.mark.parametrize("kind", ["kernel", "uniform"])
+def test_calls_in_one_function_take_consecutive_counters(kind):
+    one, two = (SAMPLERS[kind](tf.Variable(TABLE)) for _ in range(2))
+    eager = [draw(one, False).numpy() for _ in range(3)]
+    graph = tf.function(lambda: [draw(two, False) for _ in range(3)])()
+    for left, right in zip(eager, graph):
+        np.testing.assert_array_equal(left, right.numpy())
+    assert int(two.stream.counter.numpy()) == 3
+
+
 def test_unseeded_samplers_draw_their_own_saved_stream(tmp_path):
     table = tf.Variable(TABLE)
     one, two = kernel_sampler(table), kernel_sampler(table)
