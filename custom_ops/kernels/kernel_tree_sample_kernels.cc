@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "custom_ops/core/kernel_tree_batch.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 #include "tensorflow/core/util/guarded_philox_random.h"
@@ -69,28 +70,25 @@ class KernelTreeSampleOp : public OpKernel {
 
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
     const auto block = generator_.ReserveSamples128(in.batch);
-    int64_t* ids = ids_t->flat<int64_t>().data();
-    float* log_q = log_q_t->flat<float>().data();
-    float* true_log_q = true_log_q_t->flat<float>().data();
-    const int64_t* truth = true_classes.flat<int64_t>().data();
-    ShardFailure failure;
-    ParallelFor(ctx, in.batch, QueryCost(in, num_sampled_ + num_true),
-                [&](int64_t begin, int64_t end) {
-                  QueryState state;
-                  tree.InitState(&state);
-                  for (int64_t b = begin; b < end; ++b) {
-                    Random rng(QuerySeed(block, b));
-                    tree.SetQuery(in.inputs + b * in.table.d, &state);
-                    if (!tree.Sample(&state, num_sampled_, &rng,
-                                     ids + b * num_sampled_,
-                                     log_q + b * num_sampled_) ||
-                        !tree.LogProb(&state, truth + b * num_true, num_true,
-                                      true_log_q + b * num_true)) {
-                      failure.Record(b);
-                    }
-                  }
-                });
-    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(failure.item()));
+    std::vector<uint64_t> seeds(in.batch);
+    for (int64_t b = 0; b < in.batch; ++b) seeds[b] = QuerySeed(block, b);
+    BatchSampleRequest request;
+    request.inputs = in.inputs;
+    request.batch = in.batch;
+    request.num_sampled = num_sampled_;
+    request.true_classes = true_classes.flat<int64_t>().data();
+    request.num_true = num_true;
+    request.seeds = seeds.data();
+    request.ids = ids_t->flat<int64_t>().data();
+    request.log_q = log_q_t->flat<float>().data();
+    request.true_log_q = true_log_q_t->flat<float>().data();
+    const int64_t failed = SampleBatch(
+        tree, request,
+        [ctx](int64_t n, int64_t cost,
+              const std::function<void(int64_t, int64_t)>& fn) {
+          ParallelFor(ctx, n, cost, fn);
+        });
+    OP_REQUIRES(ctx, failed < 0, NonFiniteRowError(failed));
   }
 
  private:
