@@ -181,10 +181,11 @@ def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regulari
         inputs = tf.convert_to_tensor(inputs)
         if inputs.shape.rank != 2:
             raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
-        if weights.shape.rank != 2 or weights.shape[1] != inputs.shape[1]:
+        weights_shape = tf.TensorShape(weights.shape)  # arrays and Keras variables too
+        if weights_shape.rank != 2 or weights_shape[1] != inputs.shape[1]:
             raise ValueError(
                 f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
-                f"{inputs.shape}, got {weights.shape}")
+                f"{inputs.shape}, got {weights_shape}")
         labels = as_class_matrix(labels, "labels", inputs.shape[0])
         num_classes = tf.shape(weights, out_type=tf.int64)[0]
         tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
