@@ -49,7 +49,7 @@ AuxTreeStatus AuxTreeSample(const AuxTreeView& tree, const float* x,
     const double z = tree.NodeLogit(item.node, x);
     if (!std::isfinite(z)) return AuxTreeStatus::kNonFiniteLogit;
     const double log_right = LogSigmoid(z);
-    const double log_left = LogSigmoid(-z);
+    const double log_left = log_right - z;  // log sigma(-z), without a 2nd log
     const double p_right = std::exp(log_right);
     int64_t right = 0;
     for (int64_t k = 0; k < item.count; ++k) right += rng->Uniform() < p_right;

@@ -158,9 +158,11 @@ class Fitter {
         z += theta[a] * xh[a];
       }
       const double t = right_[cls_[i]];
-      // softplus(z) - t z = -log sigma(+-z) for the target side.
-      f += -LogSigmoid(z) + (1.0 - t) * z;
-      const double p = 1.0 / (1.0 + std::exp(-z));
+      // -log sigma(z) + (1 - t) z = -log sigma(+-z) for the target side;
+      // one exp serves the loss and p = sigma(z).
+      const double e_abs = std::exp(-std::abs(z));
+      f += -(std::min(z, 0.0) - std::log1p(e_abs)) + (1.0 - t) * z;
+      const double p = z >= 0 ? 1.0 / (1.0 + e_abs) : e_abs / (1.0 + e_abs);
       const double e = p - t;
       const double r = p * (1.0 - p);
       for (int64_t a = 0; a < m; ++a) {
