@@ -311,3 +311,28 @@ def test_works_with_sampled_softmax_loss():
     loss = tf.nn.sampled_softmax_loss(W, tf.zeros([30]), labels, x, 8, 30,
                                       sampled_values=triple)
     assert np.all(np.isfinite(loss.numpy()))
+
+
+def test_keras_layer_trains_with_a_saved_adversarial_sampler(tmp_path):
+    import keras
+    from layer_models import NUM_FEATURES, task
+    num_classes = 40
+    x, y = task(num_classes, n=1024)
+    path = str(tmp_path / "aux.npz")
+    AdversarialSampler.fit(x, y, num_classes, projection_dim=4).save(path)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input([NUM_FEATURES])
+    outputs = tfs.layers.SampledSoftmax(num_classes, num_sampled=8, sampler="adversarial",
+                                        sampler_options={"path": path})(inputs)
+    model = tfs.layers.SampledSoftmaxModel(inputs, outputs)
+    model.compile(tfs.optimizers.LazyAdam(0.05))
+    before = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    model.fit(x, y, batch_size=128, epochs=3, verbose=0)
+    after = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    assert after < before - 0.5, (before, after)
+    model.save(str(tmp_path / "m.keras"))
+    restored = keras.models.load_model(str(tmp_path / "m.keras"))
+    np.testing.assert_allclose(restored.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="path"):
+        tfs.layers.SampledSoftmax(num_classes, num_sampled=8, sampler="adversarial")
