@@ -39,14 +39,7 @@ std::string FormatFloat(double v) {
   return Str(v);
 }
 
-GpuStatus ValidateSpecAndShape(const FeatureMapSpec& spec, const TreeShape& shape) {
-  if (shape.num_classes < 1 || shape.num_classes > kMaxClasses) {
-    return GpuStatus::Invalid(Str("num_classes must be in [1, ", kMaxClasses,
-                                  "], got ", shape.num_classes));
-  }
-  if (shape.leaf_size < 1) {
-    return GpuStatus::Invalid(Str("leaf_size must be >= 1, got ", shape.leaf_size));
-  }
+GpuStatus ValidateSpec(const FeatureMapSpec& spec) {
   if (spec.dim < 1 || (spec.bias_is_weight && spec.dim < 2)) {
     return GpuStatus::Invalid(Str("rows must have at least ",
                                   spec.bias_is_weight ? 2 : 1,
@@ -76,6 +69,18 @@ GpuStatus ValidateSpecAndShape(const FeatureMapSpec& spec, const TreeShape& shap
     return GpuStatus::Invalid(Str("omega of ", spec.num_omega, " x ", n,
                                   " is too large"));
   }
+  return GpuStatus::Ok();
+}
+
+GpuStatus ValidateSpecAndShape(const FeatureMapSpec& spec, const TreeShape& shape) {
+  if (shape.num_classes < 1 || shape.num_classes > kMaxClasses) {
+    return GpuStatus::Invalid(Str("num_classes must be in [1, ", kMaxClasses,
+                                  "], got ", shape.num_classes));
+  }
+  if (shape.leaf_size < 1) {
+    return GpuStatus::Invalid(Str("leaf_size must be >= 1, got ", shape.leaf_size));
+  }
+  TF_SAMPLED_RETURN_IF_NOT_OK(ValidateSpec(spec));
   const int64_t f = NumFeaturesOf(spec);
   if (f > std::numeric_limits<int64_t>::max() / 8 / shape.NumNodeRows()) {
     return GpuStatus::Invalid(Str("node sums of ", shape.NumNodeRows(), " x ",

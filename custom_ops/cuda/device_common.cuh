@@ -103,7 +103,10 @@ T ReadOne(const T* device, long long index) {
 }
 
 // Sizes every entry point checks before a launch: a well-formed spec and
-// shape, and node-sum sizes that fit int64.
+// shape, and node-sum sizes that fit int64. The workspace-size functions
+// check them too (and then return a token size: the call will reject the
+// sizes before it looks at the workspace), so sizing never divides by zero.
+GpuStatus ValidateSpec(const FeatureMapSpec& spec);
 GpuStatus ValidateSpecAndShape(const FeatureMapSpec& spec, const TreeShape& shape);
 
 // omega [num_omega, FeatureDim] -> omega_t [FeatureDim, num_omega], recording
@@ -125,6 +128,8 @@ struct ErrorContext {
   const void* row_arg = nullptr;
 };
 GpuStatus StatusFromErrors(const DeviceErrors& host, const ErrorContext& context);
+
+constexpr size_t kTokenWorkspace = 256;
 
 // Grid size for n blocks (grid-stride loops cover the rest).
 inline unsigned GridFor(int64_t n) {

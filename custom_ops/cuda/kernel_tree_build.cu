@@ -278,6 +278,7 @@ ErrorContext UpdateContext(const FeatureMapSpec& spec, const TreeShape& shape,
 }  // namespace
 
 size_t BuildWorkspaceBytes(const FeatureMapSpec& spec) {
+  if (!ValidateSpec(spec).ok()) return kTokenWorkspace;
   Carver carve(nullptr);
   carve.Take<DeviceErrors>(1);
   carve.Take<float>(spec.num_omega * FeatureDimOf(spec));
@@ -324,6 +325,7 @@ GpuStatus BuildNodeSums(const FeatureMapSpec& spec, const TreeShape& shape,
 
 size_t UpdateWorkspaceBytes(const FeatureMapSpec& spec, const TreeShape& shape,
                             int64_t n) {
+  if (!ValidateUpdate(spec, shape, n).ok()) return kTokenWorkspace;
   size_t total = 0;
   CarveUpdate(spec, shape, std::max<int64_t>(n, 0), nullptr, &total);
   return total;

@@ -367,6 +367,7 @@ GpuStatus Finish(const TreeView& tree, const QueryBuffers& b, const float* input
 }  // namespace
 
 size_t QueryWorkspaceBytes(const TreeView& tree, int64_t batch) {
+  if (!ValidateSpecAndShape(tree.spec, tree.shape).ok()) return kTokenWorkspace;
   size_t total = 0;
   CarveQuery(tree, ChunkSize(tree, batch), nullptr, &total);
   return total;
