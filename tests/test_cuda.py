@@ -72,3 +72,22 @@ def test_cli_builds_and_skips_without_a_device(harness):
 def test_gpu_matches_cpp_core(gpu, check):
     failures = cuda_harness.run_checks(gpu, only=[check], log=lambda *_: None)
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("requested", [False, True])
+def test_setup_compiles_cuda_only_on_request(monkeypatch, requested):
+    """The default setup.py build has no .cu or *_gpu.cc source (and needs no
+    CUDA); TF_SAMPLED_CUDA=1 adds both."""
+    import runpy  # pylint: disable=import-outside-toplevel
+
+    import setuptools  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: None)
+    if requested:
+        monkeypatch.setenv("TF_SAMPLED_CUDA", "1")
+    else:
+        monkeypatch.delenv("TF_SAMPLED_CUDA", raising=False)
+    names = runpy.run_path(os.path.join(ROOT, "setup.py"))
+    gpu_sources = [s for s in names["SOURCES"] + names["CUDA_SOURCES"]
+                   if s.endswith((".cu", "_gpu.cc"))]
+    assert bool(gpu_sources) == requested

@@ -375,10 +375,12 @@ GpuStatus PrepareUpdateDeltas(const FeatureMapSpec& spec, const TreeShape& shape
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
         b.cub_temp, b.cub_bytes, b.keys_in, b.keys_out, b.rows_in, b.rows_out,
         items, 0, KeyBits(shape), stream));
+    // Encode writes num_runs counts; zeros past them keep the scan defined.
+    TF_SAMPLED_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(b.counts, 0, sizeof(int) * items, stream));
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cub::DeviceRunLengthEncode::Encode(
         b.cub_temp, b.cub_bytes, b.keys_out, b.unique, b.counts, b.num_runs,
         items, stream));
-    // Runs past num_runs hold garbage counts; their offsets are never read.
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cub::DeviceScan::ExclusiveSum(
         b.cub_temp, b.cub_bytes, b.counts, b.offsets, items, stream));
     RunSummaryKernel<<<1, 1, 0, stream>>>(b.num_runs, b.unique, b.errors);
