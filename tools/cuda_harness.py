@@ -5,7 +5,7 @@
     python -m tools.cuda_harness --sanitizer    # the malformed cases under compute-sanitizer
 
 Builds one shared library with nvcc from the CUDA core, the C++ core
-(custom_ops/core/feature_map.cc, kernel_tree.cc) and a small C API
+(custom_ops/core/*.cc) and a small C API
 (custom_ops/cuda/harness/), loads it with ctypes and checks the GPU against
 the C++ core on the same inputs: node sums and log q equal within float
 tolerance, sampled frequencies passing a chi-square test against the exact q,
@@ -35,8 +35,7 @@ def sources():
     """The CUDA core, the harness's C API and the C++ core it is checked against."""
     return (sorted(glob(os.path.join(ROOT, "custom_ops", "cuda", "*.cu")))
             + sorted(glob(os.path.join(ROOT, "custom_ops", "cuda", "harness", "*.cu")))
-            + [os.path.join(ROOT, "custom_ops", "core", name)
-               for name in ("feature_map.cc", "kernel_tree.cc")])
+            + sorted(glob(os.path.join(ROOT, "custom_ops", "core", "*.cc"))))
 
 
 def find_nvcc():

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <thread>
 #include <vector>
 
 #include "custom_ops/core/kernel_tree.h"
+#include "custom_ops/core/kernel_tree_batch.h"
 #include "custom_ops/cuda/kernel_tree_gpu.h"
 
 namespace gpu = tf_sampled::gpu;
@@ -225,11 +227,12 @@ int tsc_cpu_bench(int kind, int64_t num_classes, int64_t d, int64_t batch,
   std::vector<int> failed(threads, 0);
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      std::vector<double> features(f);
+      tf_sampled::FeatureScratch scratch;
+      std::vector<double> features;
       for (int64_t leaf = leaves * t / threads; leaf < leaves * (t + 1) / threads; ++leaf) {
         if (!tf_sampled::SumLeafFeatures(spec, shape, table.data(), leaf,
                                          nodes.data() + shape.NodeOfLeaf(leaf) * f,
-                                         features.data())) {
+                                         &scratch, &features)) {
           failed[t] = 1;
         }
       }
@@ -240,27 +243,34 @@ int tsc_cpu_bench(int kind, int64_t num_classes, int64_t d, int64_t batch,
   out[0] = std::chrono::duration<double>(Clock::now() - t0).count();
   const tf_sampled::ClassTable class_table{table.data(), nullptr, d};
   const tf_sampled::KernelTree tree(spec, shape, nodes.data(), class_table);
-  std::vector<int64_t> ids(batch * num_sampled);
-  std::vector<float> log_q(batch * num_sampled);
+  std::vector<int64_t> ids(batch * num_sampled), true_ids(batch, 0);
+  std::vector<float> log_q(batch * num_sampled), true_log_q(batch);
+  std::vector<uint64_t> seeds(batch);
+  // The op's batched path (all descents, then each leaf against its queries)
+  // on `threads` std::threads.
+  const tf_sampled::ParallelRange parallel =
+      [threads](int64_t n, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
+        std::vector<std::thread> workers;
+        for (int t = 0; t < threads; ++t) {
+          workers.emplace_back([&, t] { fn(n * t / threads, n * (t + 1) / threads); });
+        }
+        for (auto& w : workers) w.join();
+      };
   double total = 0;
   for (int r = 0; r < reps; ++r) {
-    pool.clear();
+    for (int64_t b = 0; b < batch; ++b) seeds[b] = uint64_t(r) * batch + b;
+    tf_sampled::BatchSampleRequest request;
+    request.inputs = inputs.data();
+    request.batch = batch;
+    request.num_sampled = num_sampled;
+    request.true_classes = true_ids.data();
+    request.num_true = 1;
+    request.seeds = seeds.data();
+    request.ids = ids.data();
+    request.log_q = log_q.data();
+    request.true_log_q = true_log_q.data();
     t0 = Clock::now();
-    for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        tf_sampled::QueryState state;
-        tree.InitState(&state);
-        for (int64_t b = batch * t / threads; b < batch * (t + 1) / threads; ++b) {
-          tf_sampled::Random rng(uint64_t(r) * batch + b);
-          tree.SetQuery(inputs.data() + b * d, &state);
-          if (!tree.Sample(&state, num_sampled, &rng, ids.data() + b * num_sampled,
-                           log_q.data() + b * num_sampled)) {
-            failed[t] = 1;
-          }
-        }
-      });
-    }
-    for (auto& th : pool) th.join();
+    if (tf_sampled::SampleBatch(tree, request, parallel) >= 0) failed[0] = 1;
     total += std::chrono::duration<double>(Clock::now() - t0).count();
   }
   out[1] = total / reps;

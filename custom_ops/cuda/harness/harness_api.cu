@@ -315,12 +315,13 @@ int tsc_cpu_build(const TscSpec* s, const float* rows, double* nodes_out) {
   const FeatureMapSpec spec = MakeSpec(*s);
   const TreeShape shape = MakeShape(*s);
   const int64_t f = spec.NumFeatures();
-  std::vector<double> features(f);
+  tf_sampled::FeatureScratch scratch;
+  std::vector<double> features;
   std::fill(nodes_out, nodes_out + f, 0.0);
   for (int64_t leaf = 0; leaf < shape.NumLeaves(); ++leaf) {
     if (!tf_sampled::SumLeafFeatures(spec, shape, rows, leaf,
                                      nodes_out + shape.NodeOfLeaf(leaf) * f,
-                                     features.data())) {
+                                     &scratch, &features)) {
       return 1;
     }
   }
@@ -364,13 +365,11 @@ int tsc_cpu_update_deltas(const TscSpec* s, const int64_t* ids, const float* old
   const FeatureMapSpec spec = MakeSpec(*s);
   const TreeShape shape = MakeShape(*s);
   const int64_t f = spec.NumFeatures();
-  std::vector<double> deltas(n * f), scratch(f);
-  for (int64_t r = 0; r < n; ++r) {
-    if (!tf_sampled::RowFeatureDelta(spec, old_rows + r * spec.dim,
-                                     new_rows + r * spec.dim, deltas.data() + r * f,
-                                     scratch.data())) {
-      return 1;
-    }
+  std::vector<double> deltas(n * f), features;
+  tf_sampled::FeatureScratch scratch;
+  if (!tf_sampled::RowFeatureDeltas(spec, old_rows, new_rows, n, deltas.data(),
+                                    &scratch, &features)) {
+    return 1;
   }
   std::vector<int64_t> out_ids;
   std::vector<double> out_deltas;
