@@ -14,12 +14,41 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Opt-in GPU build (README, "GPU build"): TF_SAMPLED_CUDA=1 compiles the CUDA
+# core (custom_ops/cuda/*.cu) with nvcc and the GPU kernels (kernels/*_gpu.cc)
+# with -DGOOGLE_CUDA=1. The default build never touches CUDA.
+CUDA = os.environ.get("TF_SAMPLED_CUDA", "0") not in ("", "0")
 SOURCES = sorted(
     glob(os.path.join("custom_ops", "core", "*.cc"))
     + glob(os.path.join("custom_ops", "ops", "*.cc"))
-    + glob(os.path.join("custom_ops", "kernels", "*.cc"))
+    + [s for s in glob(os.path.join("custom_ops", "kernels", "*.cc"))
+       if CUDA or not s.endswith("_gpu.cc")]
 )
+CUDA_SOURCES = sorted(glob(os.path.join("custom_ops", "cuda", "*.cu"))) if CUDA else []
 HEADERS = sorted(glob(os.path.join("custom_ops", "**", "*.h"), recursive=True))
+
+
+def _compile_cuda(build_temp):
+    """nvcc objects of the CUDA core, and the flags that link them."""
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    nvcc = os.environ.get("NVCC", os.path.join(cuda_home, "bin", "nvcc"))
+    # Real code for each arch plus PTX of the newest, which newer GPUs JIT.
+    archs = os.environ.get("TF_SAMPLED_CUDA_ARCHS", "80,90").split(",")
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+    objects = []
+    os.makedirs(build_temp, exist_ok=True)
+    for source in CUDA_SOURCES:
+        obj = os.path.join(build_temp, os.path.basename(source) + ".o")
+        command = ([nvcc, "-std=c++17", "-O3", "-c", "-Xcompiler", "-fPIC",
+                    "-D_GLIBCXX_USE_CXX11_ABI=1", "-DGOOGLE_CUDA=1", "-I" + HERE]
+                   + gencode + [os.path.join(HERE, source), "-o", obj])
+        print(" ".join(command))
+        subprocess.check_call(command)
+        objects.append(obj)
+    lib_dirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib")]
+    return objects, (["-DGOOGLE_CUDA=1"] + [f"-L{d}" for d in lib_dirs if os.path.isdir(d)]
+                     + ["-lcudart_static", "-ldl", "-lrt"])
 
 
 def _tensorflow_build_info():
@@ -36,10 +65,13 @@ class BuildTfOps(build_ext):
         output = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(output), exist_ok=True)
         cxx = os.environ.get("CXX", "g++")
+        cuda_objects, cuda_flags = _compile_cuda(self.build_temp) if CUDA else ([], [])
         command = (
             [cxx, "-std=c++17", "-shared", "-fPIC", "-O3", "-I" + HERE]
             + ["-Wno-deprecated-declarations", "-Wno-interference-size"]
             + [os.path.join(HERE, s) for s in ext.sources]
+            + cuda_objects
+            + cuda_flags
             + compile_flags
             + link_flags
             + ["-o", output]
@@ -76,7 +108,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["tf_sampled", "tf_sampled.*"]),
     package_data={"tf_sampled": ["data/*/*"]},
-    ext_modules=[Extension("tf_sampled._tf_sampled_ops", sources=SOURCES, depends=HEADERS)],
+    ext_modules=[Extension("tf_sampled._tf_sampled_ops", sources=SOURCES,
+                           depends=HEADERS + CUDA_SOURCES)],
     cmdclass={"build_ext": BuildTfOps},
     install_requires=["numpy"],
     # The library is built against this minor version: install the CPU or the

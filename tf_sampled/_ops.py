@@ -28,6 +28,10 @@ _NO_GRADIENT_OPS = (
     "TfSampled>LshSample",
     "TfSampled>LshLogProb",
     "TfSampled>LshCandidateSampler",
+    "TfSampled>AuxTreeFit",
+    "TfSampled>AuxTreeSample",
+    "TfSampled>AuxTreeLogProb",
+    "TfSampled>AuxTreeCandidateSampler",
     # Second-order gradients of the fused loss are not provided.
     "TfSampled>SampledSoftmaxLossGrad",
 )

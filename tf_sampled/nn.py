@@ -143,3 +143,84 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
             [tf.ones_like(true_logits) / tf.cast(num_true, inputs.dtype),
              tf.zeros_like(sampled_logits)], axis=1)
         return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regularizer=0.0,
+                           remove_accidental_hits=False, name=None):
+    """The negative-sampling (logistic) loss of Bamler & Mandt (2020), per example.
+
+    loss = -log sigmoid(xi_y) - sum_s log sigmoid(-xi_s)
+           + regularizer * [(xi_y + log p_n(y|x))^2 + sum_s (xi_s + log p_n(s|x))^2],
+    with xi = inputs . w + b and negatives s ~ p_n(.|x). No log q enters the
+    data terms: the noise distribution's bias is removed at prediction time,
+    score_y = xi_y + log p_n(y|x) (`AdversarialSampler.correct_logits`); the
+    optional regulariser keeps those scores small. With num_true > 1 the
+    positive terms are averaged over the true columns. Accidental hits are
+    kept by default (the theorem assumes negatives drawn from p_n as is).
+
+    Args:
+      weights: [num_classes, dim] class embeddings.
+      biases: [num_classes] class biases, or None.
+      labels: [batch, num_true] (or [batch]) int target classes.
+      inputs: [batch, dim] float layer input h.
+      sampled: per-example `SampledCandidates` (ids/log_q [batch, S],
+        true_log_q [batch, num_true]: log p_n) or TensorFlow's triple, whose
+        expected counts give log p_n = log(count / S) (exact without unique).
+      regularizer: lambda >= 0 of the optional regulariser.
+      remove_accidental_hits: drop the negative terms of sampled ids equal to a
+        true id of the same row.
+      name: optional name scope.
+
+    Returns:
+      [batch] float losses.
+    """
+    if isinstance(regularizer, bool) or not isinstance(regularizer, (int, float)) or not (
+            0 <= regularizer < float("inf")):
+        raise ValueError(f"regularizer must be a finite number >= 0, got {regularizer!r}")
+    with tf.name_scope(name or "negative_sampling_loss"):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank != 2:
+            raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
+        weights_shape = tf.TensorShape(weights.shape)  # arrays and Keras variables too
+        if weights_shape.rank != 2 or weights_shape[1] != inputs.shape[1]:
+            raise ValueError(
+                f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
+                f"{inputs.shape}, got {weights_shape}")
+        labels = as_class_matrix(labels, "labels", inputs.shape[0])
+        num_classes = tf.shape(weights, out_type=tf.int64)[0]
+        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
+        tf.debugging.assert_less(labels, num_classes,
+                                 message="labels must be < num_classes (rows of weights)")
+        true_logits = _class_logits(weights, biases, labels, inputs)
+        if isinstance(sampled, SampledCandidates):
+            ids = _candidate_ids(sampled)
+            sampled_logits = _class_logits(weights, biases, ids, inputs)
+            sampled_log_p = tf.cast(sampled.log_q, inputs.dtype)
+            true_log_p = tf.cast(sampled.true_log_q, inputs.dtype)
+        else:
+            if len(sampled) != 3:
+                raise ValueError("sampled must be SampledCandidates or TensorFlow's triple "
+                                 "(sampled_candidates, true_expected_count, "
+                                 f"sampled_expected_count), got {sampled!r}")
+            ids, true_expected, sampled_expected = (tf.convert_to_tensor(t) for t in sampled)
+            if ids.shape.rank != 1:
+                raise ValueError(f"sampled_candidates must have shape [S], got {ids.shape}")
+            rows = tf.gather(weights, ids)  # [S, dim]
+            sampled_logits = tf.matmul(inputs, rows, transpose_b=True)
+            if biases is not None:
+                sampled_logits += tf.gather(biases, ids)
+            log_s = tf.math.log(tf.cast(tf.shape(ids)[0], inputs.dtype))
+            sampled_log_p = tf.math.log(tf.cast(sampled_expected, inputs.dtype)) - log_s
+            sampled_log_p = tf.broadcast_to(sampled_log_p, tf.shape(sampled_logits))
+            true_log_p = tf.math.log(tf.cast(true_expected, inputs.dtype)) - log_s
+        keep = tf.ones_like(sampled_logits)
+        if remove_accidental_hits:
+            keep = tf.where(_is_hit(ids, labels), tf.zeros_like(keep), keep)
+        positive = -tf.reduce_mean(tf.math.log_sigmoid(true_logits), axis=1)
+        negative = -tf.reduce_sum(keep * tf.math.log_sigmoid(-sampled_logits), axis=1)
+        loss = positive + negative
+        if regularizer:
+            loss += regularizer * (
+                tf.reduce_sum(tf.square(true_logits + true_log_p), axis=1)
+                + tf.reduce_sum(keep * tf.square(sampled_logits + sampled_log_p), axis=1))
+        return loss

@@ -7,6 +7,7 @@ unchanged. One sample set is shared by the batch; it is drawn from the batch's
 mixture proposal. Per-example negatives (`sampler.sample`) carry most of the
 quality gain; this mode is for existing code.
 """
+from tf_sampled.samplers.adversarial import AdversarialSampler
 from tf_sampled.samplers.kernel import KernelSampler
 from tf_sampled.samplers.lsh import LSHSampler
 
@@ -65,5 +66,37 @@ def lsh_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max
     """
     if not isinstance(sampler, LSHSampler):
         raise ValueError(f"sampler must be a tf_sampled.samplers.LSHSampler, got {sampler!r}")
+    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                                     seed=seed, name=name, inputs=inputs)
+
+
+def adversarial_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                                  seed=None, name=None, *, inputs, sampler):
+    """Batch-shared candidates from an `AdversarialSampler`.
+
+    The candidates are drawn from the batch mixture (1/batch) sum_b
+    p_n(. | inputs[b]) of the auxiliary model (a row picked uniformly, then its
+    tree descended), and the expected counts are exact for that mixture
+    (O(batch (num_sampled + batch num_true) k log C) to compute).
+
+    Args:
+      true_classes: [batch, num_true] int64 target classes.
+      num_true: int, columns of `true_classes`.
+      num_sampled: int, S.
+      unique: bool; draw until S distinct classes (expected counts then use
+        num_tries, as TensorFlow's samplers do).
+      range_max: int, must equal the sampler's number of classes.
+      seed: optional op seed.
+      name: optional name scope.
+      inputs: [batch, dim] inputs x the auxiliary model was fitted on.
+      sampler: the `tf_sampled.samplers.AdversarialSampler`.
+
+    Returns:
+      (sampled_candidates [S], true_expected_count [batch, num_true],
+      sampled_expected_count [S]).
+    """
+    if not isinstance(sampler, AdversarialSampler):
+        raise ValueError(
+            f"sampler must be a tf_sampled.samplers.AdversarialSampler, got {sampler!r}")
     return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
                                      seed=seed, name=name, inputs=inputs)

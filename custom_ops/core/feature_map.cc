@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "custom_ops/core/block_dot.h"
 #include "custom_ops/core/dot.h"
 #include "custom_ops/core/multiversion.h"
+#include "custom_ops/core/simd.h"
 
 namespace tf_sampled {
 
@@ -114,37 +116,91 @@ void PositiveLogFeatures(const FeatureMapSpec& spec, const float* v,
 
 }  // namespace
 
-bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out) {
+namespace {
+
+// Positive random features of rows whose projections omega.y are in `dots`
+// [n, num_omega]: phi_j(y) = exp(l_j), l_j = sqrt(tau) omega_j.y - tau |y|^2 / 2
+// - log(m) / 2 + tau b. Each row's exps are taken relative to its largest
+// l_j in (vectorised) floats and rescaled in double, so large biases or
+// norms do not overflow the floats.
+TF_SAMPLED_MULTIVERSION
+void PositiveFeaturesFromDots(const FeatureMapSpec& spec, const float* rows,
+                              int64_t n, float* dots, double* out) {
+  const int64_t m = spec.num_omega;
+  const int64_t fd = spec.FeatureDim();
+  const float root_tau = static_cast<float>(std::sqrt(spec.temperature));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* y = rows + i * spec.dim;
+    const double shift = 0.5 * spec.temperature * SquaredNorm(y, fd) +
+                         0.5 * std::log(double(m)) - LogClassWeight(spec, y);
+    float* l = dots + i * m;
+    float top = -INFINITY;
+    for (int64_t j = 0; j < m; ++j) {
+      l[j] *= root_tau;
+      top = std::max(top, l[j]);
+    }
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      simd::Store8(l + j, simd::Exp8(simd::Load8(l + j) - top));
+    }
+    for (; j < m; ++j) l[j] = std::exp(l[j] - top);
+    const double scale = std::exp(double(top) - shift);
+    double* row_out = out + i * m;
+    for (j = 0; j < m; ++j) row_out[j] = scale * l[j];
+  }
+}
+
+bool RowIsFinite(const FeatureMapSpec& spec, const float* y) {
   for (int64_t i = 0; i < spec.dim; ++i) {
     if (!std::isfinite(y[i])) return false;
   }
+  return true;
+}
+
+}  // namespace
+
+bool ClassFeatures(const FeatureMapSpec& spec, const float* rows, int64_t n,
+                   double* out, FeatureScratch* scratch) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!RowIsFinite(spec, rows + i * spec.dim)) return false;
+  }
   const int64_t num_features = spec.NumFeatures();
-  const double log_weight = LogClassWeight(spec, y);
-  switch (spec.kind) {
-    case FeatureKind::kQuadratic:
-      QuadraticFeatures(spec, y, out);
-      break;
-    case FeatureKind::kRandomFourier:
-      FourierFeatures(spec, y, out);
-      break;
-    case FeatureKind::kPositiveRandom:
-      PositiveLogFeatures(spec, y, out);
-      for (int64_t j = 0; j < num_features; ++j) {
-        out[j] = std::exp(out[j] + log_weight);
+  if (spec.kind == FeatureKind::kPositiveRandom) {
+    scratch->rows.resize(n);
+    for (int64_t i = 0; i < n; ++i) scratch->rows[i] = rows + i * spec.dim;
+    scratch->dots.resize(n * spec.num_omega);
+    DotRows(scratch->rows.data(), n, spec.omega, spec.FeatureDim(),
+            spec.num_omega, spec.FeatureDim(), scratch->dots.data(),
+            spec.num_omega);
+    PositiveFeaturesFromDots(spec, rows, n, scratch->dots.data(), out);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float* y = rows + i * spec.dim;
+      double* row_out = out + i * num_features;
+      const double log_weight = LogClassWeight(spec, y);
+      switch (spec.kind) {
+        case FeatureKind::kQuadratic:
+          QuadraticFeatures(spec, y, row_out);
+          break;
+        case FeatureKind::kRandomFourier:
+          FourierFeatures(spec, y, row_out);
+          break;
+        case FeatureKind::kPositiveRandom:
+          break;  // above
+        case FeatureKind::kGaussianMoments: {
+          const double weight = std::exp(log_weight);
+          const int64_t fd = spec.FeatureDim();
+          row_out[0] = weight;
+          for (int64_t k = 0; k < fd; ++k) {
+            row_out[1 + k] = weight * y[k];
+            row_out[1 + fd + k] = weight * double(y[k]) * y[k];
+          }
+          break;
+        }
       }
-      break;
-    case FeatureKind::kGaussianMoments: {
-      const double weight = std::exp(log_weight);
-      const int64_t n = spec.FeatureDim();
-      out[0] = weight;
-      for (int64_t k = 0; k < n; ++k) {
-        out[1 + k] = weight * y[k];
-        out[1 + n + k] = weight * double(y[k]) * y[k];
-      }
-      break;
     }
   }
-  for (int64_t j = 0; j < num_features; ++j) {
+  for (int64_t j = 0; j < n * num_features; ++j) {
     if (!std::isfinite(out[j])) return false;
   }
   return true;
@@ -201,6 +257,11 @@ double NodeLogMass(const FeatureMapSpec& spec, const double* query,
   return std::isnan(score) ? -INFINITY : score;
 }
 
+bool LogKernelIsScaledDot(FeatureKind kind) {
+  return kind == FeatureKind::kPositiveRandom ||
+         kind == FeatureKind::kGaussianMoments;
+}
+
 double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
                       double y_sq) {
   switch (spec.kind) {
@@ -213,9 +274,9 @@ double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
     }
     case FeatureKind::kPositiveRandom:
     case FeatureKind::kGaussianMoments:
-      return spec.temperature * dot;
+      break;
   }
-  return 0.0;
+  return spec.temperature * dot;  // LogKernelIsScaledDot
 }
 
 }  // namespace tf_sampled

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tf_sampled {
 
@@ -54,10 +55,18 @@ bool WeightsByBias(FeatureKind kind);
 // Feature size F for vectors of width feature_dim.
 int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim, int64_t num_omega);
 
-// phi(y) for a class row, exactly scaled so that sums over classes are
-// meaningful. Writes NumFeatures() doubles. Returns false if y or the result
-// is not finite.
-bool ClassFeatures(const FeatureMapSpec& spec, const float* y, double* out);
+// Scratch space for ClassFeatures, reused across calls by one thread.
+struct FeatureScratch {
+  std::vector<const float*> rows;
+  std::vector<float> dots;
+};
+
+// phi(y) for `n` consecutive class rows [n, dim], exactly scaled so that sums
+// over classes are meaningful, into out [n, NumFeatures()]. The rows'
+// projections are one blocked product (block_dot.h). Returns false if a row
+// or a feature is not finite.
+bool ClassFeatures(const FeatureMapSpec& spec, const float* rows, int64_t n,
+                   double* out, FeatureScratch* scratch);
 
 // The query's side of the node score: phi(x) for the kernel maps, up to a
 // positive per-query factor (which cancels in every ratio the tree takes);
@@ -75,6 +84,10 @@ bool IsLinearInQuery(const FeatureMapSpec& spec);
 // where that is not positive; the log-normal estimate for moments). Never NaN.
 double NodeLogMass(const FeatureMapSpec& spec, const double* query,
                    const double* node_sum);
+
+// Whether the map's exact log kernel is temperature * x.y (the exp kernels),
+// which batched callers compute without ExactLogKernel.
+bool LogKernelIsScaledDot(FeatureKind kind);
 
 // log of the map's exact kernel, from x.y and the squared norms |x|^2, |y|^2.
 double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,

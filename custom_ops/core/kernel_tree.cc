@@ -2,21 +2,39 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
+#include "custom_ops/core/block_dot.h"
 #include "custom_ops/core/dot.h"
 #include "custom_ops/core/multiversion.h"
+#include "custom_ops/core/simd.h"
 
 namespace tf_sampled {
 
+namespace {
+
+// Rows per ClassFeatures call: enough for the blocked product to pay, few
+// enough that a leaf of any size needs bounded scratch.
+constexpr int64_t kFeatureChunk = 64;
+
+}  // namespace
+
 bool SumLeafFeatures(const FeatureMapSpec& spec, const TreeShape& shape,
                      const float* rows, int64_t leaf, double* leaf_sum,
-                     double* features) {
+                     FeatureScratch* scratch, std::vector<double>* features) {
   const int64_t num_features = spec.NumFeatures();
   std::fill(leaf_sum, leaf_sum + num_features, 0.0);
-  for (int64_t c = shape.LeafBegin(leaf); c < shape.LeafEnd(leaf); ++c) {
-    if (!ClassFeatures(spec, rows + c * spec.dim, features)) return false;
-    for (int64_t j = 0; j < num_features; ++j) leaf_sum[j] += features[j];
+  for (int64_t c = shape.LeafBegin(leaf); c < shape.LeafEnd(leaf); c += kFeatureChunk) {
+    const int64_t n = std::min(kFeatureChunk, shape.LeafEnd(leaf) - c);
+    features->resize(n * num_features);
+    if (!ClassFeatures(spec, rows + c * spec.dim, n, features->data(), scratch)) {
+      return false;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const double* f = features->data() + i * num_features;
+      for (int64_t j = 0; j < num_features; ++j) leaf_sum[j] += f[j];
+    }
   }
   return true;
 }
@@ -31,12 +49,16 @@ void SumInternalNodes(const TreeShape& shape, int64_t num_features,
   }
 }
 
-bool RowFeatureDelta(const FeatureMapSpec& spec, const float* old_row,
-                     const float* new_row, double* delta, double* scratch) {
-  if (!ClassFeatures(spec, new_row, delta)) return false;
-  if (!ClassFeatures(spec, old_row, scratch)) return false;
+bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
+                      const float* new_rows, int64_t n, double* deltas,
+                      FeatureScratch* scratch, std::vector<double>* features) {
   const int64_t num_features = spec.NumFeatures();
-  for (int64_t j = 0; j < num_features; ++j) delta[j] -= scratch[j];
+  features->resize(n * num_features);
+  if (!ClassFeatures(spec, new_rows, n, deltas, scratch) ||
+      !ClassFeatures(spec, old_rows, n, features->data(), scratch)) {
+    return false;
+  }
+  for (int64_t j = 0; j < n * num_features; ++j) deltas[j] -= (*features)[j];
   return true;
 }
 
@@ -72,14 +94,16 @@ KernelTree::KernelTree(const FeatureMapSpec& spec, const TreeShape& shape,
       nodes_(nodes),
       table_(table),
       num_features_(spec.NumFeatures()),
-      need_row_norms_(spec.kind == FeatureKind::kRandomFourier) {}
+      need_row_norms_(spec.kind == FeatureKind::kRandomFourier),
+      log_kernel_is_scaled_dot_(LogKernelIsScaledDot(spec.kind)) {}
 
 void KernelTree::InitState(QueryState* state) const {
   state->phi.assign(QuerySize(spec_), 0.0);
   state->scratch.assign(std::max<int64_t>(spec_.num_omega, 1), 0.0);
   state->x.assign(spec_.dim, 0.0f);
-  state->leaf_log_kernel.assign(shape_.MaxLeafSize(), 0.0);
-  state->cdf.assign(shape_.MaxLeafSize(), 0.0);
+  state->dots.assign(shape_.MaxLeafSize(), 0.0f);
+  state->leaf_log_kernel.assign(shape_.MaxLeafSize(), 0.0f);
+  state->cdf.assign(shape_.MaxLeafSize(), 0.0f);
 }
 
 void KernelTree::SetQuery(const float* h, QueryState* state) const {
@@ -173,38 +197,79 @@ void KernelTree::BranchLogProbs(const QueryState& state, int64_t node,
 }
 
 TF_SAMPLED_MULTIVERSION
-bool KernelTree::LeafLogKernels(QueryState* state, int64_t leaf,
-                                double* log_norm) const {
+bool KernelTree::LeafKernelsFromDots(const float* x, double x_sq, int64_t leaf,
+                                     const float* dots, float* log_kernel,
+                                     float* cdf, LeafKernels* out) const {
   const int64_t begin = shape_.LeafBegin(leaf);
-  const int64_t end = shape_.LeafEnd(leaf);
-  const float* x = state->x.data();
-  const float bias_weight = table_.biases != nullptr ? x[table_.d] : 0.0f;
-  double top = -INFINITY;
-  for (int64_t c = begin; c < end; ++c) {
-    const float* w = table_.embeddings + c * table_.d;
-    double dot = DotFloat(x, w, table_.d);
-    double y_sq = 0;
-    if (table_.biases != nullptr) dot += double(bias_weight) * table_.biases[c];
-    if (need_row_norms_) {
-      y_sq = DotFloat(w, w, table_.d);
-      if (table_.biases != nullptr) y_sq += double(table_.biases[c]) * table_.biases[c];
+  const int64_t size = shape_.LeafEnd(leaf) - begin;
+  const float* biases = table_.biases != nullptr ? table_.biases + begin : nullptr;
+  const float bias_weight = biases != nullptr ? x[table_.d] : 0.0f;
+  if (log_kernel_is_scaled_dot_) {
+    const float tau = static_cast<float>(spec_.temperature);
+    for (int64_t i = 0; i < size; ++i) {
+      log_kernel[i] = tau * (dots[i] + (biases != nullptr ? bias_weight * biases[i] : 0.0f));
     }
-    // Checked before the kernel: the cosine of a NaN row would read as 0.
-    if (!std::isfinite(dot) || !std::isfinite(y_sq)) return false;
-    const double log_kernel = ExactLogKernel(spec_, dot, state->x_sq, y_sq);
-    if (!std::isfinite(log_kernel)) return false;
-    state->leaf_log_kernel[c - begin] = log_kernel;
-    top = std::max(top, log_kernel);
+  } else {
+    for (int64_t i = 0; i < size; ++i) {
+      double dot = dots[i];
+      double y_sq = 0;
+      if (biases != nullptr) dot += double(bias_weight) * biases[i];
+      if (need_row_norms_) {
+        const float* w = table_.embeddings + (begin + i) * table_.d;
+        y_sq = DotFloat(w, w, table_.d);
+        if (biases != nullptr) y_sq += double(biases[i]) * biases[i];
+      }
+      // Checked before the kernel: the cosine of a NaN row would read as 0.
+      if (!std::isfinite(dot) || !std::isfinite(y_sq)) return false;
+      log_kernel[i] = static_cast<float>(ExactLogKernel(spec_, dot, x_sq, y_sq));
+    }
   }
-  // The running sum doubles as the unnormalised CDF a draw searches, so each
-  // class costs one exp (exps rival the dot products in this loop).
-  double sum = 0;
-  for (int64_t i = 0; i < end - begin; ++i) {
-    sum += std::exp(state->leaf_log_kernel[i] - top);
-    state->cdf[i] = sum;
+  float top = -INFINITY;
+  bool finite = true;
+  for (int64_t i = 0; i < size; ++i) {
+    finite &= std::fabs(log_kernel[i]) <= std::numeric_limits<float>::max();
+    top = std::max(top, log_kernel[i]);
   }
-  *log_norm = top + std::log(sum);
+  if (!finite) return false;
+  // The running sum doubles as the unnormalised CDF a draw searches: one
+  // (vectorised) exp per class.
+  int64_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    simd::Store8(cdf + i, simd::Exp8(simd::Load8(log_kernel + i) - top));
+  }
+  for (; i < size; ++i) cdf[i] = std::exp(log_kernel[i] - top);
+  for (i = 1; i < size; ++i) cdf[i] += cdf[i - 1];
+  out->begin = begin;
+  out->size = size;
+  out->log_kernel = log_kernel;
+  out->cdf = cdf;
+  out->log_norm = top + std::log(double(cdf[size - 1]));
   return true;
+}
+
+bool KernelTree::LeafLogKernels(QueryState* state, int64_t leaf,
+                                LeafKernels* out) const {
+  const int64_t begin = shape_.LeafBegin(leaf);
+  const float* x = state->x.data();
+  DotRows(&x, 1, table_.embeddings + begin * table_.d, table_.d,
+          shape_.LeafEnd(leaf) - begin, table_.d, state->dots.data(), 0);
+  return LeafKernelsFromDots(x, state->x_sq, leaf, state->dots.data(),
+                             state->leaf_log_kernel.data(), state->cdf.data(),
+                             out);
+}
+
+void KernelTree::DrawInLeaf(const LeafKernels& kernels, int64_t count,
+                            double log_p, Random* rng, int64_t* ids,
+                            float* log_q) {
+  const double running = kernels.cdf[kernels.size - 1];
+  for (int64_t k = 0; k < count; ++k) {
+    const double u = rng->Uniform() * running;
+    int64_t i = std::upper_bound(kernels.cdf, kernels.cdf + kernels.size, u) -
+                kernels.cdf;
+    if (i >= kernels.size) i = kernels.size - 1;
+    ids[k] = kernels.begin + i;
+    log_q[k] = static_cast<float>(log_p + kernels.log_kernel[i] - kernels.log_norm);
+  }
 }
 
 double KernelTree::LeafLogProb(const QueryState& state, int64_t leaf) const {
@@ -217,32 +282,24 @@ double KernelTree::LeafLogProb(const QueryState& state, int64_t leaf) const {
   return log_p;
 }
 
-bool KernelTree::Sample(QueryState* state, int64_t num_sampled, Random* rng,
-                        int64_t* ids, float* log_q) const {
+void ShuffleDraws(int64_t n, Random* rng, int64_t* ids, float* log_q) {
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = static_cast<int64_t>(rng->Below(uint64_t(i) + 1));
+    std::swap(ids[i], ids[j]);
+    std::swap(log_q[i], log_q[j]);
+  }
+}
+
+void KernelTree::Descend(QueryState* state, int64_t num_sampled, Random* rng,
+                         std::vector<LeafDraws>* leaves) const {
   const int64_t num_leaves = shape_.NumLeaves();
-  int64_t filled = 0;
-  state->stack.clear();
-  state->stack.push_back({1, num_sampled, 0.0});
-  while (!state->stack.empty()) {
-    const QueryState::Pending item = state->stack.back();
-    state->stack.pop_back();
+  std::vector<QueryState::Pending>& stack = state->stack;
+  stack.assign(1, {1, num_sampled, 0.0});
+  while (!stack.empty()) {
+    const QueryState::Pending item = stack.back();
+    stack.pop_back();
     if (item.node >= num_leaves) {
-      const int64_t leaf = item.node - num_leaves;
-      double log_norm;
-      if (!LeafLogKernels(state, leaf, &log_norm)) return false;
-      const int64_t size = shape_.LeafEnd(leaf) - shape_.LeafBegin(leaf);
-      const double running = state->cdf[size - 1];
-      for (int64_t k = 0; k < item.count; ++k) {
-        const double u = rng->Uniform() * running;
-        int64_t i = std::upper_bound(state->cdf.begin(),
-                                     state->cdf.begin() + size, u) -
-                    state->cdf.begin();
-        if (i >= size) i = size - 1;
-        ids[filled] = shape_.LeafBegin(leaf) + i;
-        log_q[filled] = static_cast<float>(
-            item.log_p + state->leaf_log_kernel[i] - log_norm);
-        ++filled;
-      }
+      leaves->push_back({item.node - num_leaves, item.count, item.log_p});
       continue;
     }
     double log_left, log_right;
@@ -251,20 +308,26 @@ bool KernelTree::Sample(QueryState* state, int64_t num_sampled, Random* rng,
     int64_t left = 0;
     for (int64_t k = 0; k < item.count; ++k) left += rng->Uniform() < p_left;
     if (item.count - left > 0) {
-      state->stack.push_back(
-          {2 * item.node + 1, item.count - left, item.log_p + log_right});
+      stack.push_back({2 * item.node + 1, item.count - left, item.log_p + log_right});
     }
-    if (left > 0) {
-      state->stack.push_back({2 * item.node, left, item.log_p + log_left});
-    }
+    if (left > 0) stack.push_back({2 * item.node, left, item.log_p + log_left});
   }
-  // Draws come out grouped by leaf; a uniform shuffle makes the sequence
-  // exactly an iid sequence (its law given the counts is uniform over orders).
-  for (int64_t i = num_sampled - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(rng->Below(uint64_t(i) + 1));
-    std::swap(ids[i], ids[j]);
-    std::swap(log_q[i], log_q[j]);
+}
+
+bool KernelTree::Sample(QueryState* state, int64_t num_sampled, Random* rng,
+                        int64_t* ids, float* log_q) const {
+  std::vector<LeafDraws>& leaves = state->leaves;
+  leaves.clear();
+  Descend(state, num_sampled, rng, &leaves);
+  int64_t filled = 0;
+  for (const LeafDraws& reached : leaves) {
+    LeafKernels kernels;
+    if (!LeafLogKernels(state, reached.leaf, &kernels)) return false;
+    DrawInLeaf(kernels, reached.count, reached.log_p, rng, ids + filled,
+               log_q + filled);
+    filled += reached.count;
   }
+  ShuffleDraws(num_sampled, rng, ids, log_q);
   return true;
 }
 
@@ -275,18 +338,18 @@ bool KernelTree::LogProb(QueryState* state, const int64_t* classes, int64_t n,
   std::sort(state->order.begin(), state->order.end(),
             [&](int64_t a, int64_t b) { return classes[a] < classes[b]; });
   int64_t current_leaf = -1;
-  double leaf_log_p = 0, log_norm = 0;
+  double leaf_log_p = 0;
+  LeafKernels kernels;
   for (int64_t i : state->order) {
     const int64_t leaf = shape_.LeafOf(classes[i]);
     if (leaf != current_leaf) {
       current_leaf = leaf;
       leaf_log_p = LeafLogProb(*state, leaf);
-      if (!LeafLogKernels(state, leaf, &log_norm)) return false;
+      if (!LeafLogKernels(state, leaf, &kernels)) return false;
     }
     log_q[i] = static_cast<float>(
-        leaf_log_p +
-        state->leaf_log_kernel[classes[i] - shape_.LeafBegin(leaf)] -
-        log_norm);
+        leaf_log_p + kernels.log_kernel[classes[i] - kernels.begin] -
+        kernels.log_norm);
   }
   return true;
 }

@@ -49,19 +49,21 @@ struct TreeShape {
   int64_t NodeOfLeaf(int64_t leaf) const { return NumLeaves() + leaf; }
 };
 
-// Sum of phi(y) over the classes of one leaf, from augmented rows [C, dim].
-// `features` needs F doubles. Returns false if a row is not finite.
+// Sum of phi(y) over the classes of one leaf, from augmented rows [C, dim],
+// into leaf_sum [F]. Returns false if a row or a feature is not finite.
 bool SumLeafFeatures(const FeatureMapSpec& spec, const TreeShape& shape,
                      const float* rows, int64_t leaf, double* leaf_sum,
-                     double* features);
+                     FeatureScratch* scratch, std::vector<double>* features);
 
 // Fills internal nodes N-1..1 from the leaf rows of `nodes` [2N, F].
 void SumInternalNodes(const TreeShape& shape, int64_t num_features,
                       double* nodes);
 
-// phi(new) - phi(old) for one augmented row. Returns false if not finite.
-bool RowFeatureDelta(const FeatureMapSpec& spec, const float* old_row,
-                     const float* new_row, double* delta, double* scratch);
+// phi(new) - phi(old) for `n` augmented rows [n, dim] into deltas [n, F].
+// Returns false if a row or a feature is not finite.
+bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
+                      const float* new_rows, int64_t n, double* deltas,
+                      FeatureScratch* scratch, std::vector<double>* features);
 
 // Spreads per-row deltas [n, F] (rows of classes `ids`) to every node on
 // their paths, summing per node: `node_ids` ascending, `node_deltas`
@@ -78,22 +80,48 @@ struct ClassTable {
   int64_t d = 0;
 };
 
+// A leaf reached by a query: `count` of its draws end there (0 for a leaf
+// visited only for a given class's log q), log P(reach leaf) = log_p.
+struct LeafDraws {
+  int64_t leaf;
+  int64_t count;
+  double log_p;
+};
+
 // Per-query state, reused across queries by one thread.
 struct QueryState {
   std::vector<double> phi;      // query features (up to a positive factor)
   std::vector<double> scratch;  // num_omega doubles
   std::vector<float> x;         // augmented query [h, 1] or h, length dim
   double x_sq = 0;
-  std::vector<double> leaf_log_kernel;  // leaf_size doubles
-  std::vector<double> cdf;              // leaf_size doubles
+  std::vector<float> dots;              // leaf_size floats
+  std::vector<float> leaf_log_kernel;   // leaf_size floats
+  std::vector<float> cdf;               // leaf_size floats
   struct Pending {
     int64_t node;
     int64_t count;
     double log_p;
   };
   std::vector<Pending> stack;
+  std::vector<LeafDraws> leaves;
   std::vector<int64_t> order;
 };
+
+// A leaf's exact log kernels for one query, normalised: log q of class
+// begin + i inside the leaf is log_kernel[i] - log_norm, and cdf holds the
+// running sums of exp(log_kernel - max) that a draw searches.
+struct LeafKernels {
+  int64_t begin = 0;
+  int64_t size = 0;
+  const float* log_kernel = nullptr;
+  const float* cdf = nullptr;
+  double log_norm = 0;
+};
+
+// Draws come out of the tree grouped by leaf; a uniform shuffle of the n
+// draws (ids and log q together) makes the sequence exactly iid (its law
+// given the leaf counts is uniform over orders).
+void ShuffleDraws(int64_t n, Random* rng, int64_t* ids, float* log_q);
 
 class KernelTree {
  public:
@@ -140,16 +168,37 @@ class KernelTree {
   bool LogProb(QueryState* state, const int64_t* classes, int64_t n,
                float* log_q) const;
 
+  // The two halves of Sample, for callers that evaluate leaves in batches
+  // (kernel_tree_batch.h): the descent splits `num_sampled` draws down the
+  // tree (one binomial per node visited) and appends the leaves reached to
+  // `leaves`; then each leaf's kernels are computed and its draws made.
+  void Descend(QueryState* state, int64_t num_sampled, Random* rng,
+               std::vector<LeafDraws>* leaves) const;
+  // log P(reach leaf).
+  double LeafLogProb(const QueryState& state, int64_t leaf) const;
+  // Exact log kernels of the leaf's classes for query x (augmented, with
+  // squared norm x_sq) from their dot products with the class embeddings
+  // (`dots`, no bias), into `log_kernel` and `cdf` (leaf size floats each).
+  // Returns false if a row or a kernel is not finite.
+  bool LeafKernelsFromDots(const float* x, double x_sq, int64_t leaf,
+                           const float* dots, float* log_kernel, float* cdf,
+                           LeafKernels* out) const;
+  // `count` iid draws from the leaf's kernels: ids and log q = log_p +
+  // log kernel - log norm.
+  static void DrawInLeaf(const LeafKernels& kernels, int64_t count,
+                         double log_p, Random* rng, int64_t* ids,
+                         float* log_q);
+
+  const ClassTable& table() const { return table_; }
+  const TreeShape& shape() const { return shape_; }
+  const FeatureMapSpec& spec() const { return spec_; }
+
  private:
   // log P(left), log P(right) at internal node `node`.
   void BranchLogProbs(const QueryState& state, int64_t node, double* log_left,
                       double* log_right) const;
-  // Exact log kernels of the leaf's classes into state->leaf_log_kernel,
-  // their log-sum-exp into *log_norm and the running sums of
-  // exp(kernel - max) into state->cdf. Returns false if not finite.
-  bool LeafLogKernels(QueryState* state, int64_t leaf, double* log_norm) const;
-  // log P(reach leaf).
-  double LeafLogProb(const QueryState& state, int64_t leaf) const;
+  // The leaf's kernels for the state's query, in the state's buffers.
+  bool LeafLogKernels(QueryState* state, int64_t leaf, LeafKernels* out) const;
 
   FeatureMapSpec spec_;
   TreeShape shape_;
@@ -157,6 +206,7 @@ class KernelTree {
   ClassTable table_;
   int64_t num_features_;
   bool need_row_norms_;
+  bool log_kernel_is_scaled_dot_;  // no per-class transcendental
 };
 
 }  // namespace tf_sampled

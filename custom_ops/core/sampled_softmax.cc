@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "custom_ops/core/dot.h"
 #include "custom_ops/core/multiversion.h"
@@ -86,48 +87,11 @@ void SampledSoftmaxForward(const SoftmaxTable& table, const SampledBatch& batch,
 void GroupColumnsByRow(const SampledBatch& batch, int64_t max_id,
                        RowGroups* groups) {
   const int64_t cols = batch.Columns();
-  const int64_t n = batch.batch * cols;
-  // LSD radix sort of (id, column) pairs by id, 11 bits a pass: linear in n,
-  // a few passes for any realistic num_classes.
-  std::vector<int64_t> keys(n), values(n), keys_tmp(n), values_tmp(n);
+  std::vector<int64_t> keys(batch.batch * cols);
   for (int64_t b = 0; b < batch.batch; ++b) {
-    for (int64_t j = 0; j < cols; ++j) {
-      keys[b * cols + j] = ColumnId(batch, b, j);
-      values[b * cols + j] = b * cols + j;
-    }
+    for (int64_t j = 0; j < cols; ++j) keys[b * cols + j] = ColumnId(batch, b, j);
   }
-  int bits = 0;
-  while (bits < 63 && (max_id >> bits) != 0) ++bits;
-  constexpr int kDigitBits = 11;
-  constexpr int64_t kBuckets = int64_t{1} << kDigitBits;
-  std::vector<int64_t> counts(kBuckets);
-  for (int shift = 0; shift < bits; shift += kDigitBits) {
-    std::fill(counts.begin(), counts.end(), 0);
-    for (int64_t i = 0; i < n; ++i) ++counts[(keys[i] >> shift) & (kBuckets - 1)];
-    int64_t total = 0;
-    for (int64_t k = 0; k < kBuckets; ++k) {
-      const int64_t c = counts[k];
-      counts[k] = total;
-      total += c;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t pos = counts[(keys[i] >> shift) & (kBuckets - 1)]++;
-      keys_tmp[pos] = keys[i];
-      values_tmp[pos] = values[i];
-    }
-    keys.swap(keys_tmp);
-    values.swap(values_tmp);
-  }
-  groups->ids.clear();
-  groups->offsets.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    if (i == 0 || keys[i] != keys[i - 1]) {
-      groups->ids.push_back(keys[i]);
-      groups->offsets.push_back(i);
-    }
-  }
-  groups->offsets.push_back(n);
-  groups->entries = std::move(values);
+  GroupByKey(std::move(keys), max_id, groups);
 }
 
 TF_SAMPLED_MULTIVERSION

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "custom_ops/core/group_by_key.h"
+
 namespace tf_sampled {
 
 // The class table, read in place: weights [num_classes, d], biases
@@ -53,13 +55,9 @@ void SampledSoftmaxForward(const SoftmaxTable& table, const SampledBatch& batch,
                            float* input_grads);
 
 // The distinct class ids of a batch's columns and, for each, the columns
-// (flat indices b * (T + S) + j) that read its row: a CSR grouping, ids in
-// ascending order, so row gradients can be summed per row without atomics.
-struct RowGroups {
-  std::vector<int64_t> ids;      // [U] distinct class ids, ascending
-  std::vector<int64_t> offsets;  // [U + 1] into entries
-  std::vector<int64_t> entries;  // [batch * (T + S)] flat column indices
-};
+// (flat indices b * (T + S) + j) that read its row, ids ascending, so row
+// gradients can be summed per row without atomics.
+using RowGroups = KeyGroups;
 
 // Groups the columns of `batch` (labels first, then sampled, per example) by
 // class id. ids must be in [0, max_id].

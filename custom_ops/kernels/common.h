@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "custom_ops/core/shard_failure.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
@@ -108,21 +109,6 @@ inline absl::Status CheckDtype(const Tensor& t, ::tensorflow::DataType dtype,
   }
   return absl::OkStatus();
 }
-
-// Records the first failing item of a sharded loop (the core reports
-// non-finite class rows it read) so the op can fail after the loop.
-class ShardFailure {
- public:
-  void Record(int64_t item) {
-    int64_t expected = -1;
-    first_.compare_exchange_strong(expected, item);
-  }
-  bool failed() const { return first_.load() >= 0; }
-  int64_t item() const { return first_.load(); }
-
- private:
-  std::atomic<int64_t> first_{-1};
-};
 
 // Runs fn(begin, end) over [0, total) on the op's CPU thread pool.
 template <typename Fn>

@@ -1,4 +1,5 @@
 // Building the tree's node sums and updating them for changed rows.
+#include <algorithm>
 #include <vector>
 
 #include "custom_ops/kernels/kernel_tree_common.h"
@@ -45,11 +46,12 @@ class KernelTreeBuildOp : public OpKernel {
     ShardFailure failure;
     ParallelFor(ctx, num_leaves, attrs_.leaf_size * num_features * spec.dim,
                 [&](int64_t begin, int64_t end) {
-                  std::vector<double> features(num_features);
+                  FeatureScratch scratch;
+                  std::vector<double> features;
                   for (int64_t leaf = begin; leaf < end; ++leaf) {
                     double* sum = nodes + shape.NodeOfLeaf(leaf) * num_features;
                     if (!SumLeafFeatures(spec, shape, row_data, leaf, sum,
-                                         features.data())) {
+                                         &scratch, &features)) {
                       failure.Record(leaf);
                     }
                   }
@@ -110,15 +112,30 @@ class KernelTreeUpdateOp : public OpKernel {
     const float* old_data = old_rows.flat<float>().data();
     const float* new_data = new_rows.flat<float>().data();
     ShardFailure failure;
-    ParallelFor(ctx, n, 2 * num_features * spec.dim,
+    // Chunks of rows, so each thread's features are blocked products.
+    constexpr int64_t kChunk = 32;
+    const int64_t num_chunks = (n + kChunk - 1) / kChunk;
+    ParallelFor(ctx, num_chunks, 2 * kChunk * num_features * spec.dim,
                 [&](int64_t begin, int64_t end) {
-                  std::vector<double> scratch(num_features);
-                  for (int64_t r = begin; r < end; ++r) {
-                    if (!RowFeatureDelta(spec, old_data + r * spec.dim,
-                                         new_data + r * spec.dim,
-                                         row_deltas.data() + r * num_features,
-                                         scratch.data())) {
-                      failure.Record(r);
+                  FeatureScratch scratch;
+                  std::vector<double> features;
+                  for (int64_t chunk = begin; chunk < end; ++chunk) {
+                    const int64_t r = chunk * kChunk;
+                    const int64_t rows = std::min(kChunk, n - r);
+                    if (!RowFeatureDeltas(spec, old_data + r * spec.dim,
+                                          new_data + r * spec.dim, rows,
+                                          row_deltas.data() + r * num_features,
+                                          &scratch, &features)) {
+                      // The first bad row of the chunk, for the message.
+                      for (int64_t i = r; i < r + rows; ++i) {
+                        std::vector<double> one(num_features);
+                        if (!RowFeatureDeltas(spec, old_data + i * spec.dim,
+                                              new_data + i * spec.dim, 1, one.data(),
+                                              &scratch, &features)) {
+                          failure.Record(i);
+                          break;
+                        }
+                      }
                     }
                   }
                 });

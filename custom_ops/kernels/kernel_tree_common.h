@@ -44,9 +44,11 @@ struct FeatureAttrs {
 };
 
 // The feature map for augmented rows of width `dim` (the last column a bias
-// when has_bias) with projections omega.
+// when has_bias) with projections omega. values_on_host=false (GPU kernels:
+// omega is in device memory) leaves the finiteness check to the device.
 inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
-                             int64_t dim, bool has_bias, FeatureMapSpec* spec) {
+                             int64_t dim, bool has_bias, FeatureMapSpec* spec,
+                             bool values_on_host = true) {
   TF_RETURN_IF_ERROR(CheckRank(omega, 2, "omega"));
   if (has_bias && dim < 2) {
     return errors::InvalidArgument(
@@ -70,8 +72,10 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
           "omega must have at least one row for random features, got shape ",
           omega.shape().DebugString());
     }
-    TF_RETURN_IF_ERROR(
-        CheckFinite(omega.flat<float>().data(), omega.NumElements(), "omega"));
+    if (values_on_host) {
+      TF_RETURN_IF_ERROR(
+          CheckFinite(omega.flat<float>().data(), omega.NumElements(), "omega"));
+    }
   }
   spec->omega = omega.flat<float>().data();
   spec->num_omega = uses_omega ? omega.dim_size(0) : 0;
@@ -79,6 +83,10 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   spec->temperature = attrs.temperature;
   return absl::OkStatus();
 }
+
+// The sampling ops' `counter` input (after the tree inputs and true_classes),
+// read on the host by SampleStream::CallBlock (CPU and GPU kernels).
+constexpr int kTreeCounterInput = 6;
 
 // Everything the sampling ops read: the tree, the current class table and the
 // queries. Inputs 0..4 are nodes, embeddings, biases (variable handles, read
@@ -93,7 +101,9 @@ struct TreeInputs {
 
   LockedVariables variables;
 
-  absl::Status Parse(OpKernelContext* ctx, const FeatureAttrs& attrs) {
+  // values_on_host=false: shapes only (GPU kernels check values on the device).
+  absl::Status Parse(OpKernelContext* ctx, const FeatureAttrs& attrs,
+                     bool values_on_host = true) {
     TF_RETURN_IF_ERROR(variables.Lock(
         ctx, {{0, "nodes"}, {1, "embeddings"}, {2, "biases"}}));
     const Tensor& nodes_t = variables.tensor(0);
@@ -126,10 +136,12 @@ struct TreeInputs {
           "inputs must have ", d, " columns like embeddings, got shape ",
           inputs_t.shape().DebugString());
     }
-    TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
-                                   inputs_t.NumElements(), "inputs"));
-    TF_RETURN_IF_ERROR(
-        MakeSpec(attrs, omega, d + (has_biases ? 1 : 0), has_biases, &spec));
+    if (values_on_host) {
+      TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
+                                     inputs_t.NumElements(), "inputs"));
+    }
+    TF_RETURN_IF_ERROR(MakeSpec(attrs, omega, d + (has_biases ? 1 : 0),
+                                has_biases, &spec, values_on_host));
     shape.num_classes = num_classes;
     shape.leaf_size = attrs.leaf_size;
     const int64_t num_features = spec.NumFeatures();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "custom_ops/core/kernel_tree_batch.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 
@@ -34,9 +35,6 @@ int64_t QueryCost(const TreeInputs& in, int64_t draws) {
   return draws * DrawCost(in) + in.spec.num_omega * in.spec.dim;
 }
 
-// The sampling ops' `counter` input (after the tree inputs and true_classes).
-constexpr int kCounterInput = 6;
-
 }  // namespace
 
 class KernelTreeSampleOp : public OpKernel {
@@ -64,35 +62,32 @@ class KernelTreeSampleOp : public OpKernel {
                                       "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
     ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
     OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
                                                   &ids_t, &log_q_t, &true_log_q_t));
     if (in.batch == 0) return;
 
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
-    int64_t* ids = ids_t->flat<int64_t>().data();
-    float* log_q = log_q_t->flat<float>().data();
-    float* true_log_q = true_log_q_t->flat<float>().data();
-    const int64_t* truth = true_classes.flat<int64_t>().data();
-    ShardFailure failure;
-    ParallelFor(ctx, in.batch, QueryCost(in, num_sampled_ + num_true),
-                [&](int64_t begin, int64_t end) {
-                  QueryState state;
-                  tree.InitState(&state);
-                  for (int64_t b = begin; b < end; ++b) {
-                    Random rng(QuerySeed(block, b));
-                    tree.SetQuery(in.inputs + b * in.table.d, &state);
-                    if (!tree.Sample(&state, num_sampled_, &rng,
-                                     ids + b * num_sampled_,
-                                     log_q + b * num_sampled_) ||
-                        !tree.LogProb(&state, truth + b * num_true, num_true,
-                                      true_log_q + b * num_true)) {
-                      failure.Record(b);
-                    }
-                  }
-                });
-    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(failure.item()));
+    std::vector<uint64_t> seeds(in.batch);
+    for (int64_t b = 0; b < in.batch; ++b) seeds[b] = QuerySeed(block, b);
+    BatchSampleRequest request;
+    request.inputs = in.inputs;
+    request.batch = in.batch;
+    request.num_sampled = num_sampled_;
+    request.true_classes = true_classes.flat<int64_t>().data();
+    request.num_true = num_true;
+    request.seeds = seeds.data();
+    request.ids = ids_t->flat<int64_t>().data();
+    request.log_q = log_q_t->flat<float>().data();
+    request.true_log_q = true_log_q_t->flat<float>().data();
+    const int64_t failed = SampleBatch(
+        tree, request,
+        [ctx](int64_t n, int64_t cost,
+              const std::function<void(int64_t, int64_t)>& fn) {
+          ParallelFor(ctx, n, cost, fn);
+        });
+    OP_REQUIRES(ctx, failed < 0, NonFiniteRowError(failed));
   }
 
  private:
@@ -184,7 +179,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
                                       "true_classes"));
     ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
 
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}),

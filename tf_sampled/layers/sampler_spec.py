@@ -4,12 +4,14 @@ import keras
 from tf_sampled import features as features_lib
 from tf_sampled import samplers as samplers_lib
 
-SAMPLER_NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram", "kernel", "lsh")
+SAMPLER_NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram", "kernel", "lsh",
+                 "adversarial")
 _OPTIONS = {"uniform": (), "log_uniform": (), "learned_unigram": (),
             "unigram": ("counts", "distortion"),
             "kernel": ("feature_map", "leaf_size", "incremental"),
             "lsh": ("num_tables", "num_hashes", "bucket_size", "family", "bin_size", "query",
-                    "epsilon", "seed")}
+                    "epsilon", "seed"),
+            "adversarial": ("path",)}
 
 
 def check_spec(sampler, options):
@@ -34,6 +36,9 @@ def check_spec(sampler, options):
     if sampler == "unigram" and "counts" not in options:
         raise ValueError("sampler 'unigram' needs sampler_options={'counts': [num_classes "
                          "class frequencies], 'distortion': ...}")
+    if sampler == "adversarial" and not isinstance(options.get("path"), str):
+        raise ValueError("sampler 'adversarial' needs sampler_options={'path': a file written "
+                         "by AdversarialSampler.save} (fitted on this layer's inputs)")
     if "feature_map" in options:
         fmap = features_lib.get(options["feature_map"])
         options["feature_map"] = keras.saving.serialize_keras_object(fmap)
@@ -75,6 +80,13 @@ def make_sampler(sampler, options, num_classes, dim, kernel, bias):
         return samplers_lib.Unigram(options["counts"], options.get("distortion", 1.0))
     if sampler == "lsh":
         return samplers_lib.LSHSampler(kernel, **options)
+    if sampler == "adversarial":
+        fitted = samplers_lib.AdversarialSampler.load(options["path"])
+        if (fitted.num_classes, fitted.dim) != (num_classes, dim):
+            raise ValueError(f"the adversarial sampler at {options['path']} was fitted for "
+                             f"{fitted.num_classes} classes and inputs of dim {fitted.dim}, the "
+                             f"layer has num_classes={num_classes} and inputs of dim {dim}")
+        return fitted
     kernel_options = dict(options)
     if "feature_map" in kernel_options:
         kernel_options["feature_map"] = keras.saving.deserialize_keras_object(

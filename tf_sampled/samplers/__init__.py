@@ -1,4 +1,5 @@
 """Samplers with one protocol: `sample`, `log_prob`, `candidate_sampler`, `refresh`."""
+from tf_sampled.samplers.adversarial import AdversarialSampler
 from tf_sampled.samplers.base import SampledCandidates, Sampler
 from tf_sampled.samplers.builtin import LearnedUnigram, LogUniform, Uniform, Unigram
 from tf_sampled.samplers.kernel import DEFAULT_LEAF_SIZE, KernelSampler

@@ -1,0 +1,85 @@
+#include "custom_ops/core/block_dot.h"
+
+#include "custom_ops/core/multiversion.h"
+#include "custom_ops/core/simd.h"
+
+namespace tf_sampled {
+namespace {
+
+using simd::Load8;
+using simd::Sum8;
+using simd::Vec8;
+
+// A kA x kB tile of dot products: kA * kB accumulators, kA + kB loads per
+// kA * kB fused multiply-adds.
+template <int kA, int kB>
+TF_SAMPLED_SIMD_INLINE void DotTile(
+    const float* const* a, const float* b, int64_t b_stride, int64_t n,
+    float* out, int64_t out_stride) {
+  Vec8 acc[kA][kB];
+  for (int i = 0; i < kA; ++i) {
+    for (int j = 0; j < kB; ++j) acc[i][j] = Vec8{};
+  }
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    Vec8 bv[kB];
+    for (int j = 0; j < kB; ++j) bv[j] = Load8(b + j * b_stride + k);
+    for (int i = 0; i < kA; ++i) {
+      const Vec8 av = Load8(a[i] + k);
+      for (int j = 0; j < kB; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  for (int i = 0; i < kA; ++i) {
+    for (int j = 0; j < kB; ++j) {
+      float s = Sum8(acc[i][j]);
+      for (int64_t t = k; t < n; ++t) s += a[i][t] * b[j * b_stride + t];
+      out[i * out_stride + j] = s;
+    }
+  }
+}
+
+// All columns of kA rows of `a`: tiles of kB columns, then single columns.
+template <int kA, int kB>
+TF_SAMPLED_SIMD_INLINE void DotRowBlock(
+    const float* const* a, const float* b, int64_t b_stride, int64_t num_b,
+    int64_t n, float* out, int64_t out_stride) {
+  int64_t j = 0;
+  for (; j + kB <= num_b; j += kB) {
+    DotTile<kA, kB>(a, b + j * b_stride, b_stride, n, out + j, out_stride);
+  }
+  for (; j < num_b; ++j) {
+    DotTile<kA, 1>(a, b + j * b_stride, b_stride, n, out + j, out_stride);
+  }
+}
+
+}  // namespace
+
+TF_SAMPLED_MULTIVERSION
+void DotRows(const float* const* a_rows, int64_t num_a, const float* b,
+             int64_t b_stride, int64_t num_b, int64_t n, float* out,
+             int64_t out_stride) {
+  // 4 x 3 tiles keep 12 accumulators and 3 + 1 operands in the 16 AVX
+  // registers; fewer rows of `a` get wider tiles over `b` instead.
+  int64_t i = 0;
+  for (; i + 4 <= num_a; i += 4) {
+    DotRowBlock<4, 3>(a_rows + i, b, b_stride, num_b, n, out + i * out_stride,
+                      out_stride);
+  }
+  const float* const* rest = a_rows + i;
+  float* rest_out = out + i * out_stride;
+  switch (num_a - i) {
+    case 3:
+      DotRowBlock<3, 4>(rest, b, b_stride, num_b, n, rest_out, out_stride);
+      break;
+    case 2:
+      DotRowBlock<2, 6>(rest, b, b_stride, num_b, n, rest_out, out_stride);
+      break;
+    case 1:
+      DotRowBlock<1, 8>(rest, b, b_stride, num_b, n, rest_out, out_stride);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace tf_sampled

@@ -1,0 +1,300 @@
+"""The adversarial auxiliary-model sampler (Bamler & Mandt, ICLR 2020)."""
+import numpy as np
+import tensorflow as tf
+
+from tf_sampled import _ops
+from tf_sampled.samplers import base
+
+_SAVE_FORMAT = 1
+# Rows of features centred and projected per chunk while fitting (bounds the
+# float64 temporaries at chunk * dim * 8 bytes).
+_FIT_CHUNK = 1 << 16
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _pca(features, projection_dim):
+    """(mean [d], projection [d, k]) whitening the top-k principal components."""
+    n, dim = features.shape
+    mean = features.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((dim, dim))
+    for start in range(0, n, _FIT_CHUNK):
+        centred = features[start:start + _FIT_CHUNK].astype(np.float64) - mean
+        cov += centred.T @ centred
+    cov /= n
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    top = np.argsort(eigenvalues)[::-1][:projection_dim]
+    # Unit variance per component keeps the node regressions well conditioned
+    # and the ridge on the same scale in every direction; the floor keeps a
+    # flat direction from blowing up.
+    scale = np.sqrt(np.maximum(eigenvalues[top], 1e-6 * max(eigenvalues.max(), 1e-30)))
+    return mean.astype(np.float32), (eigenvectors[:, top] / scale).astype(np.float32)
+
+
+class AdversarialSampler(base.Sampler):
+    """Negatives from a fitted auxiliary model p_n(y | x) (Bamler & Mandt 2020).
+
+    The model is a balanced binary tree over the classes (one class per
+    leaf; a heap over exactly num_classes leaves, so no padding) whose
+    internal node v goes right with probability sigma(w_v . x~ + b_v), where
+    x~ = (x - mean) @ projection is the input whitened onto its top k
+    principal components. It is fitted once to the training data (`fit`),
+    greedily top-down, then frozen: it mimics the data distribution, so
+    negatives drawn from it are "adversarial" (hard) for the model being
+    trained. Sampling and log p_n cost O(k log C) per draw; log p_n is exact.
+
+    Train with `tf_sampled.nn.negative_sampling_loss` and predict with
+    `correct_logits` (score = xi + log p_n(y|x), the paper's theorem), or use
+    the sampler with `tf_sampled.nn.sampled_softmax_loss` (log q corrected)
+    like any other.
+
+    State (non-trainable variables, checkpointed with the sampler):
+      mean: [dim] input mean; projection: [dim, k] whitened PCA basis.
+      params: [num_classes, k + 1] node regressions (row v = [w_v, b_v] for
+        internal node v = 1..num_classes-1, children 2v and 2v + 1; row 0
+        unused); leaf_of_class, class_of_leaf: [num_classes] int64 inverse
+        permutations (leaf slot s is heap node num_classes + s).
+
+    Args:
+      mean, projection, params, leaf_of_class, class_of_leaf: a fitted model
+        (from `fit`, or arrays saved by `save`).
+      name: module name.
+    """
+
+    def __init__(self, mean, projection, params, leaf_of_class, class_of_leaf, name=None):
+        mean = np.asarray(mean, np.float32)
+        projection = np.asarray(projection, np.float32)
+        params = np.asarray(params, np.float32)
+        if params.ndim != 2 or params.shape[0] < 2 or params.shape[1] < 2:
+            raise ValueError(f"params must have shape [num_classes >= 2, k + 1 >= 2], got "
+                             f"{params.shape}")
+        num_classes, k = params.shape[0], params.shape[1] - 1
+        if projection.ndim != 2 or projection.shape[1] != k:
+            raise ValueError(f"projection must have shape [dim, {k}] to match params "
+                             f"{params.shape}, got {projection.shape}")
+        if mean.shape != (projection.shape[0],):
+            raise ValueError(f"mean must have shape [{projection.shape[0]}] like projection's "
+                             f"rows, got {mean.shape}")
+        for arg, perm in (("leaf_of_class", leaf_of_class), ("class_of_leaf", class_of_leaf)):
+            perm = np.asarray(perm)
+            if perm.shape != (num_classes,) or not np.array_equal(
+                    np.sort(perm), np.arange(num_classes)):
+                raise ValueError(f"{arg} must be a permutation of range({num_classes})")
+        if not np.array_equal(np.asarray(class_of_leaf)[np.asarray(leaf_of_class)],
+                              np.arange(num_classes)):
+            raise ValueError("class_of_leaf must be the inverse permutation of leaf_of_class")
+        if not (np.isfinite(params).all() and np.isfinite(projection).all()
+                and np.isfinite(mean).all()):
+            raise ValueError("mean, projection and params must be finite")
+        super().__init__(int(num_classes), name=name)
+        self.dim = int(projection.shape[0])
+        self.projection_dim = int(k)
+        self._library = _ops.load_ops()
+        with self.name_scope:
+            def variable(value, var_name, dtype):
+                return tf.Variable(np.asarray(value), dtype=dtype, trainable=False,
+                                   name=var_name)
+            self.mean = variable(mean, "mean", tf.float32)
+            self.projection = variable(projection, "projection", tf.float32)
+            self.params = variable(params, "params", tf.float32)
+            self.leaf_of_class = variable(leaf_of_class, "leaf_of_class", tf.int64)
+            self.class_of_leaf = variable(class_of_leaf, "class_of_leaf", tf.int64)
+
+    # ------------------------------------------------------------------
+    # Fitting, saving, loading
+    # ------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, features, labels, num_classes, projection_dim=16, num_iterations=2,
+            newton_steps=2, l2=0.1, name=None):
+        """Fits the auxiliary model to training data (once, before training).
+
+        PCA (whitened) onto `projection_dim` components, then the tree greedily
+        top-down in C++ (`TfSampled>AuxTreeFit`): per node `num_iterations`
+        rounds of `newton_steps` Newton steps of a ridge (`l2`) logistic
+        regression and a balanced re-assignment of the classes. Every example
+        is processed at one node per level: O(N log C (projection_dim + 1)^2
+        (newton_steps + 1) num_iterations), parallel over the op's threads.
+        Classes without examples still get a leaf and non-zero probability.
+
+        Args:
+          features: [N, dim] float inputs x (array or tensor; finite).
+          labels: [N] int classes in [0, num_classes) (first label per example).
+          num_classes: C >= 2; N must be >= C.
+          projection_dim: k <= dim.
+          num_iterations, newton_steps: fit effort per node (>= 1).
+          l2: ridge on each node's (w, b), > 0.
+          name: module name.
+
+        Returns:
+          The fitted `AdversarialSampler`.
+        """
+        features = np.asarray(features)
+        if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
+            raise ValueError(f"features must be a float matrix [N, dim], got dtype "
+                             f"{features.dtype} and shape {features.shape}")
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integer class ids [N], got dtype {labels.dtype} "
+                             f"and shape {labels.shape}")
+        num_classes = _check_int("num_classes", num_classes, 2)
+        projection_dim = _check_int("projection_dim", projection_dim, 1)
+        num_iterations = _check_int("num_iterations", num_iterations, 1)
+        newton_steps = _check_int("newton_steps", newton_steps, 1)
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not (
+                0 < l2 < float("inf")):
+            raise ValueError(f"l2 must be a positive finite number, got {l2!r}")
+        n, dim = features.shape
+        if labels.shape[0] != n:
+            raise ValueError(f"labels must have one entry per row of features ({n}), got "
+                             f"{labels.shape[0]}")
+        if projection_dim > dim:
+            raise ValueError(f"projection_dim ({projection_dim}) must be <= the input dim "
+                             f"(features have {dim} columns)")
+        if n < num_classes:
+            raise ValueError(f"features must have at least num_classes ({num_classes}) rows "
+                             f"(examples) to fit the model, got {n}")
+        features = features.astype(np.float32, copy=False)
+        if not np.isfinite(features).all():
+            row = int(np.argwhere(~np.isfinite(features))[0, 0])
+            raise ValueError(f"features must be finite (NaN/Inf in row {row})")
+        if n and (labels.min() < 0 or labels.max() >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)][0]
+            raise ValueError(f"labels must be in [0, {num_classes}), got {bad}")
+        mean, projection = _pca(features, projection_dim)
+        projected = np.concatenate([(features[s:s + _FIT_CHUNK] - mean) @ projection
+                                    for s in range(0, n, _FIT_CHUNK)]).astype(np.float32)
+        params, leaf_of_class, class_of_leaf = _ops.load_ops().tf_sampled_aux_tree_fit(
+            features=projected, labels=labels.astype(np.int64), num_classes=num_classes,
+            num_iterations=num_iterations, newton_steps=newton_steps, l2=float(l2))
+        return cls(mean, projection, params.numpy(), leaf_of_class.numpy(),
+                   class_of_leaf.numpy(), name=name)
+
+    def get_state(self):
+        """The fitted model as a dict of NumPy arrays (the constructor's args)."""
+        return {key: getattr(self, key).numpy() for key in
+                ("mean", "projection", "params", "leaf_of_class", "class_of_leaf")}
+
+    def save(self, path):
+        """Saves the fitted model alone (NumPy .npz): fit once, train many times."""
+        with open(path, "wb") as f:
+            np.savez(f, format=_SAVE_FORMAT, **self.get_state())
+
+    @classmethod
+    def load(cls, path, name=None):
+        """An `AdversarialSampler` from a file written by `save`."""
+        with np.load(path) as data:
+            if "format" not in data or int(data["format"]) != _SAVE_FORMAT:
+                raise ValueError(f"{path} is not an AdversarialSampler file (format "
+                                 f"{_SAVE_FORMAT})")
+            state = {key: data[key] for key in
+                     ("mean", "projection", "params", "leaf_of_class", "class_of_leaf")}
+        return cls(**state, name=name)
+
+    # ------------------------------------------------------------------
+    # The sampler protocol
+    # ------------------------------------------------------------------
+
+    def project(self, inputs):
+        """x~ = (inputs - mean) @ projection: float32 [batch, projection_dim]."""
+        inputs = base.as_query_matrix(inputs, self.num_classes, self.dim)
+        return tf.matmul(inputs - self.mean, self.projection)
+
+    def _tree_args(self, inputs):
+        return dict(params=self.params, class_of_leaf=self.class_of_leaf,
+                    leaf_of_class=self.leaf_of_class, inputs=self.project(inputs))
+
+    def sample(self, inputs, num_sampled, true_classes=None, seed=None):
+        base.check_count("num_sampled", num_sampled)
+        args = self._tree_args(inputs)
+        batch = args["inputs"].shape[0]
+        if true_classes is None:
+            true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
+        true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
+        seed1, seed2 = base.op_seeds(seed)
+        ids, log_q, true_log_q = self._library.tf_sampled_aux_tree_sample(
+            true_classes=true_classes, num_sampled=num_sampled, seed=seed1, seed2=seed2,
+            **args)
+        return base.SampledCandidates(ids, log_q, true_log_q)
+
+    def log_prob(self, inputs, classes):
+        args = self._tree_args(inputs)
+        classes = base.as_class_matrix(classes, "classes", args["inputs"].shape[0])
+        return self._library.tf_sampled_aux_tree_log_prob(classes=classes, **args)
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        if inputs is None:
+            raise ValueError("AdversarialSampler.candidate_sampler needs `inputs` [batch, dim]")
+        self._check_shared_args(num_true, num_sampled, unique, range_max)
+        args = self._tree_args(inputs)
+        true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
+        seed1, seed2 = base.op_seeds(seed)
+        with tf.name_scope(name or "adversarial_candidate_sampler"):
+            return self._library.tf_sampled_aux_tree_candidate_sampler(
+                true_classes=true_classes, num_true=num_true, num_sampled=num_sampled,
+                unique=bool(unique), range_max=range_max, seed=seed1, seed2=seed2, **args)
+
+    # ------------------------------------------------------------------
+    # Prediction-time correction (plain TensorFlow: no custom ops)
+    # ------------------------------------------------------------------
+
+    def all_log_probs(self, inputs, dtype=tf.float32):
+        """log p_n(y | inputs[b]) for every class: [batch, num_classes].
+
+        Plain TensorFlow ops only (a serving graph stays free of custom ops):
+        all node logits in one matmul, O(batch C k), then the heap's levels
+        top-down, O(batch C) in all.
+        """
+        return all_log_probs(self.project(inputs), self.params, self.leaf_of_class, dtype=dtype)
+
+    def correct_logits(self, logits, inputs):
+        """Prediction scores xi + log p_n(y|x) for a model trained by negative
+        sampling against this sampler (Bamler & Mandt, Thm. 1): [batch, C]."""
+        logits = tf.convert_to_tensor(logits)
+        return logits + tf.cast(self.all_log_probs(inputs), logits.dtype)
+
+
+def all_log_probs(projected, params, leaf_of_class, dtype=tf.float32):
+    """log p_n(y | x) of every class from a fitted tree, in plain TensorFlow.
+
+    Args:
+      projected: [batch, k] projected inputs x~.
+      params: [C, k + 1] node regressions (static C).
+      leaf_of_class: [C] int leaf slot of each class.
+      dtype: computation dtype (float64 for checks).
+
+    Returns:
+      [batch, C] log-probabilities (rows sum to 1 in probability).
+    """
+    params = tf.cast(tf.convert_to_tensor(params), dtype)
+    num_classes = params.shape[0]
+    x = tf.cast(projected, dtype)
+    # Logits of internal nodes 1..C-1: column v - 1 is node v.
+    logits = tf.matmul(x, params[1:, :-1], transpose_b=True) + params[1:, -1]
+    batch = tf.shape(x)[0]
+    level = tf.zeros([batch, 1], dtype)  # log P(reach node) for level 0 = [1]
+    lo = 1
+    leaves = []
+    while lo < 2 * num_classes:
+        # This level holds nodes [lo, min(2 lo, 2 C)); those >= C are leaves.
+        if lo < num_classes:
+            hi = min(2 * lo, num_classes)  # internal nodes of this level
+            z = logits[:, lo - 1:hi - 1]
+            parent = level[:, :hi - lo]
+            children = tf.stack([parent + tf.math.log_sigmoid(-z),
+                                 parent + tf.math.log_sigmoid(z)], axis=2)
+            leaves.append(level[:, hi - lo:])
+            level = tf.reshape(children, [batch, 2 * (hi - lo)])
+        else:
+            leaves.append(level)
+            break
+        lo *= 2
+    leaf_log_p = tf.concat(leaves, axis=1)  # slots 0..C-1 (heap ids C..2C-1)
+    return tf.gather(leaf_log_p, tf.cast(leaf_of_class, tf.int32), axis=1)
