@@ -14,13 +14,11 @@
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/util/guarded_philox_random.h"
 #include "xla/stream_executor/stream.h"
 
 namespace tf_sampled {
 
 using ::tensorflow::DEVICE_GPU;
-using ::tensorflow::GuardedPhiloxRandom;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
@@ -163,7 +161,7 @@ class KernelTreeSampleGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
     OP_REQUIRES(ctx, num_sampled_ >= 1,
                 errors::InvalidArgument("num_sampled must be >= 1, got ", num_sampled_));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -176,12 +174,15 @@ class KernelTreeSampleGpuOp : public OpKernel {
                                         " rows like inputs, got shape ",
                                         true_classes.shape().DebugString()));
     const int64_t num_true = true_classes.dim_size(1);
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
     Tensor *ids, *log_q, *true_log_q;
     OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
                                                   &ids, &log_q, &true_log_q));
     if (in.batch == 0) return;
-    // One Philox key per call; the core gives query b subsequence b.
-    const gpu::RandomStream random{QuerySeed(generator_.ReserveSamples128(1), 0), 0};
+    // One Philox key per call, from the call's (seed, seed2, counter) block;
+    // the core gives query b subsequence b.
+    const gpu::RandomStream random{QuerySeed(block, 0), 0};
     const gpu::TreeView view = ViewOf(in);
     Tensor buffer;
     gpu::Workspace workspace;
@@ -197,7 +198,7 @@ class KernelTreeSampleGpuOp : public OpKernel {
  private:
   FeatureAttrs attrs_;
   int64_t num_sampled_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 class KernelTreeLogProbGpuOp : public OpKernel {
@@ -239,8 +240,9 @@ REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeBuild").Device(DEVICE_GPU),
 REGISTER_KERNEL_BUILDER(
     Name("TfSampled>KernelTreeUpdate").Device(DEVICE_GPU).HostMemory("num_classes"),
     KernelTreeUpdateGpuOp);
-REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeSample").Device(DEVICE_GPU),
-                        KernelTreeSampleGpuOp);
+REGISTER_KERNEL_BUILDER(
+    Name("TfSampled>KernelTreeSample").Device(DEVICE_GPU).HostMemory("counter"),
+    KernelTreeSampleGpuOp);
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeLogProb").Device(DEVICE_GPU),
                         KernelTreeLogProbGpuOp);
 
