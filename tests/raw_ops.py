@@ -5,6 +5,7 @@ LSH ops: buckets, counts, codes and embeddings), the resource form of the
 fused loss its weights and biases; tests that feed arbitrary (also
 malformed) arrays wrap each in a fresh variable.
 """
+import numpy as np
 import tensorflow as tf
 
 # Ops (by their wrapper's name) that read variables in place, and which of
@@ -46,3 +47,17 @@ class RawOps:
                     kwargs[key] = _as_handle(kwargs[key])
             return fn(**kwargs)
         return call
+
+
+# Malformed stream counters: negative, not a scalar, not int64.
+_BAD_COUNTERS = (np.int64(-1), np.int64(-(2**63)), np.array([1, 2], np.int64),
+                 np.zeros([0], np.int64), np.int32(3), np.float32(1.0))
+
+
+def fuzz_counter(rng, p):
+    """A sampling op's `counter` for a fuzz: with probability p a malformed
+    one, else an int64 scalar >= 0 (up to the largest)."""
+    if rng.random() < p:
+        return _BAD_COUNTERS[int(rng.integers(len(_BAD_COUNTERS)))]
+    good = [0, 1, int(rng.integers(0, 2**62)), 2**63 - 1]
+    return np.int64(good[int(rng.integers(len(good)))])

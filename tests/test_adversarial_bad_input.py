@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import _describe_exit, _finish, _python, _stderr_summary, raises_naming, run_fuzz
+from test_bad_input import (_describe_exit, _finish, _python, _stderr_summary,
+                            assert_rejects_bad_counters, raises_naming, run_fuzz)
 
 NUM_CLASSES, DIM, K = 12, 5, 3
 InvalidArgument = tf.errors.InvalidArgumentError
@@ -167,12 +168,13 @@ def call_raw(ops, op, tree, **overrides):
         x, y = data()
         args = dict(features=x[:, :K], labels=y, num_classes=NUM_CLASSES)
     elif op == "sample":
-        args = dict(tree, true_classes=np.zeros([2, 1], np.int64), num_sampled=3)
+        args = dict(tree, true_classes=np.zeros([2, 1], np.int64), counter=np.int64(0),
+                    num_sampled=3)
     elif op == "log_prob":
         args = dict(tree, classes=np.zeros([2, 2], np.int64))
     else:
-        args = dict(tree, true_classes=np.zeros([2, 1], np.int64), num_true=1, num_sampled=3,
-                    unique=True, range_max=NUM_CLASSES)
+        args = dict(tree, true_classes=np.zeros([2, 1], np.int64), counter=np.int64(0),
+                    num_true=1, num_sampled=3, unique=True, range_max=NUM_CLASSES)
     args.update(overrides)
     return getattr(ops, f"tf_sampled_aux_tree_{op}")(**args)
 
@@ -233,6 +235,25 @@ def test_raw_query_errors(ops, op):
         raises_naming(InvalidArgument, lambda: call_raw(ops, op, tree, **overrides), *fragments)
 
 
+@pytest.mark.parametrize("op", ["sample", "candidate_sampler"])
+@pytest.mark.parametrize("batch", [2, 0])
+def test_raw_sampling_ops_reject_bad_counters(ops, op, batch):
+    tree = dict(raw_tree(ops), inputs=queries(batch)[:, :K])
+    assert_rejects_bad_counters(lambda counter: call_raw(
+        ops, op, tree, counter=counter, true_classes=np.zeros([batch, 1], np.int64)))
+
+
+def test_load_rejects_a_bad_stream_position(sampler, tmp_path):
+    path = str(tmp_path / "aux.npz")
+    sampler.save(path)
+    with np.load(path) as data:
+        arrays = dict(data)
+    for key in ("stream_counter", "stream_offset"):
+        with open(path, "wb") as f:
+            np.savez(f, **dict(arrays, **{key: np.int64(-1)}))
+        raises_naming(ValueError, lambda: AdversarialSampler.load(path), key, "got -1")
+
+
 def test_raw_candidate_sampler_attrs(ops):
     tree = raw_tree(ops)
     raises_naming(InvalidArgument, lambda: call_raw(ops, "candidate_sampler", tree,
@@ -275,12 +296,12 @@ _PRELUDE = textwrap.dedent("""
 
 CRASH_CASES = {
     "sample_num_sampled_overflow": """
-        clean(lambda: ops.tf_sampled_aux_tree_sample(true_classes=[[0], [1]],
+        clean(lambda: ops.tf_sampled_aux_tree_sample(true_classes=[[0], [1]], counter=0,
               num_sampled=2**62, **tree), "num_sampled", "overflow")
     """,
     "candidate_sampler_huge_num_sampled": """
         clean(lambda: ops.tf_sampled_aux_tree_candidate_sampler(true_classes=[[0], [1]],
-              num_true=1, num_sampled=2**50, unique=False, range_max=5, **tree),
+              counter=0, num_true=1, num_sampled=2**50, unique=False, range_max=5, **tree),
               "num_sampled", "OOM", "allocat")
     """,
     "fit_num_classes_huge": """
@@ -311,7 +332,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
 
     import tf_sampled as tfs
-    from raw_ops import RawOps
+    from raw_ops import RawOps, fuzz_counter
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
     lib = RawOps(tfs.load_ops())
@@ -397,7 +418,8 @@ FUZZ_SCRIPT = textwrap.dedent('''
     def call_sample(s, p):
         b = len(s["inputs"])
         return dict(true_classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    num_sampled=count_attr(p), **tree(s, p), **seeds())
+                    counter=fuzz_counter(rng, p), num_sampled=count_attr(p), **tree(s, p),
+                    **seeds())
 
 
     def call_log_prob(s, p):
@@ -412,7 +434,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         num_sampled = count_attr(p)
         if unique and num_sampled < 2**31:
             num_sampled = min(num_sampled, s["c"]) if chance(0.8) else s["c"] + 1
-        return dict(true_classes=ids([b, num_true], s["c"], p),
+        return dict(true_classes=ids([b, num_true], s["c"], p), counter=fuzz_counter(rng, p),
                     num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
                     unique=unique, range_max=pick([s["c"], s["c"] + 1, 0, 2**62])
                     if chance(p) else s["c"], **tree(s, p), **seeds())

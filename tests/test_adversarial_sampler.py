@@ -232,12 +232,17 @@ def test_eager_and_tf_function_agree_and_seeds_reproduce():
     x = queries(6, seed=15)
     truth = np.arange(6)[:, None]
     eager = sampler.sample(x, 9, true_classes=truth, seed=7)
+    sampler.stream.counter.assign(0)  # the same call of the stream again
     graph = tf.function(lambda: sampler.sample(x, 9, true_classes=truth, seed=7))()
+    np.testing.assert_array_equal(eager.ids.numpy(), graph.ids.numpy())
+    # The global seed does not enter; the counter does (calls advance it).
     tf.random.set_seed(1)
     first = tf.function(lambda: sampler.sample(x, 9, seed=7))()
-    tf.random.set_seed(1)
+    sampler.stream.counter.assign(1)
+    tf.random.set_seed(2)
     second = tf.function(lambda: sampler.sample(x, 9, seed=7))()
     np.testing.assert_array_equal(first.ids.numpy(), second.ids.numpy())
+    assert not np.array_equal(first.ids.numpy(), sampler.sample(x, 9, seed=7).ids.numpy())
     for cands in (eager, graph):
         np.testing.assert_allclose(cands.log_q.numpy(), sampler.log_prob(x, cands.ids).numpy(),
                                    atol=1e-6)
@@ -250,10 +255,20 @@ def test_save_load_and_checkpoint_round_trip(tmp_path):
     sampler = random_sampler(21, seed=16)
     x = queries(3, seed=17)
     path = str(tmp_path / "aux.npz")
+    sampler.sample(x, 2, seed=None)  # advances the stream, which the file holds
     sampler.save(path)
     loaded = AdversarialSampler.load(path)
     np.testing.assert_array_equal(loaded.all_log_probs(x).numpy(),
                                   sampler.all_log_probs(x).numpy())
+    assert int(loaded.stream.counter.numpy()) == 1
+    np.testing.assert_array_equal(loaded.sample(x, 6, seed=None).ids.numpy(),
+                                  sampler.sample(x, 6, seed=None).ids.numpy())
+    # A file written before streams (no stream state) loads with a fresh stream.
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data if not key.startswith("stream_")}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    assert int(AdversarialSampler.load(path).stream.counter.numpy()) == 0
     other = random_sampler(21, seed=18)
     checkpoint = tf.train.Checkpoint(sampler=sampler)
     saved = checkpoint.save(str(tmp_path / "ckpt"))

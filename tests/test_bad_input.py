@@ -901,7 +901,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tf_sampled as tfs
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    from raw_ops import RawOps
+    from raw_ops import RawOps, fuzz_counter
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
     I64_MAX = 2**63 - 1
@@ -1050,14 +1050,6 @@ FUZZ_SCRIPT = textwrap.dedent('''
         return dict(seed=int(rng.integers(0, 100)), seed2=int(rng.integers(0, 100)))
 
 
-    def counter(p):
-        """The sampling ops' stream counter: an int64 scalar >= 0, or a bad one."""
-        if chance(p):
-            return pick([np.int64(-1), np.int64(-(2**63)), np.array([1, 2], np.int64),
-                         np.zeros([0], np.int64), np.int32(3), np.float32(1.0)])
-        return np.int64(pick([0, 1, int(rng.integers(0, 2**62)), I64_MAX]))
-
-
     def num_sampled_attr():
         if chance(0.2):
             return pick([0, -1, -(2**63)] + HUGE)
@@ -1087,7 +1079,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     def call_sample(s, p):
         truth = rng.integers(0, s["c"], size=(len(s["inputs"]), int(rng.integers(0, 3))))
         return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
-                    counter=counter(p), num_sampled=num_sampled_attr(), **seeds(),
+                    counter=fuzz_counter(rng, p), num_sampled=num_sampled_attr(), **seeds(),
                     **tree_args(s, p), **attrs(s))
 
 
@@ -1112,7 +1104,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         if chance(p):
             num_true = pick([0, -1, num_true + 1, 2**62])
         return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
-                    counter=counter(p), num_true=num_true, num_sampled=num_sampled,
+                    counter=fuzz_counter(rng, p), num_true=num_true, num_sampled=num_sampled,
                     unique=unique, range_max=range_max, **seeds(), **tree_args(s, p),
                     **attrs(s))
 

@@ -379,7 +379,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
 
     import tf_sampled as tfs
-    from raw_ops import RawOps
+    from raw_ops import RawOps, fuzz_counter
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
     lib = RawOps(tfs.load_ops())
@@ -466,14 +466,6 @@ FUZZ_SCRIPT = textwrap.dedent('''
         return dict(seed=int(rng.integers(-3, 100)), seed2=int(rng.integers(0, 100)))
 
 
-    def counter(p):
-        """The sampling ops' stream counter: an int64 scalar >= 0, or a bad one."""
-        if chance(p):
-            return pick([np.int64(-1), np.int64(-(2**63)), np.array([1, 2], np.int64),
-                         np.zeros([0], np.int64), np.int32(3), np.float32(1.0)])
-        return np.int64(pick([0, 1, int(rng.integers(0, 2**62)), 2**63 - 1]))
-
-
     def call_build(s, p):
         return dict(embeddings=maybe(p, s["emb"]), hash_params=maybe(p, s["params"]),
                     bucket_size=count_attr(p), **seeds(), **attrs(s, p))
@@ -488,7 +480,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         b = len(s["queries"])
         return dict(queries=maybe(p, s["queries"]),
                     true_classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    counter=counter(p), num_sampled=count_attr(p), epsilon=pick([0.05, 1.0, 0.0, -1.0, 2.0])
+                    counter=fuzz_counter(rng, p), num_sampled=count_attr(p), epsilon=pick([0.05, 1.0, 0.0, -1.0, 2.0])
                     if chance(p) else 0.1, **tables(s, p), **seeds(), **attrs(s, p))
 
 
@@ -507,7 +499,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         if unique and num_sampled < 2**31:
             num_sampled = min(num_sampled, s["c"]) if chance(0.8) else s["c"] + 1
         return dict(queries=maybe(p, s["queries"]), true_classes=ids([b, num_true], s["c"], p),
-                    counter=counter(p), num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
+                    counter=fuzz_counter(rng, p), num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
                     unique=unique, range_max=pick([s["c"], s["c"] + 1, 0, 2**62])
                     if chance(p) else s["c"], **tables(s, p), **seeds(), **attrs(s, p))
 

@@ -28,6 +28,8 @@ LAYER_SAMPLERS = {
     "log_uniform_shared": dict(sampler="log_uniform", shared_negatives=True, seed=11),
     "uniform": dict(sampler="uniform", seed=11),
     "unigram_unseeded": dict(sampler="unigram", sampler_options={"counts": COUNTS}),
+    # sampler_options={"path": a saved AdversarialSampler} (see `make`).
+    "adversarial": dict(sampler="adversarial", seed=11),
 }
 # Same code path as log_uniform and learned_unigram (stateless draws keyed by
 # the stream): run with the slow tests.
@@ -53,8 +55,23 @@ def record_negatives(model):
     return log
 
 
-def make(kind, init_seed=0):
-    model = build(C, num_sampled=8, init_seed=init_seed, **LAYER_SAMPLERS[kind])
+def adversarial_sampler(dim, seed=0):
+    """An AdversarialSampler over C classes with random node regressions."""
+    rng = np.random.default_rng(seed)
+    leaf_of_class = rng.permutation(C)
+    return tfs.samplers.AdversarialSampler(rng.normal(size=dim), rng.normal(size=(dim, 3)),
+                                           rng.normal(size=(C, 4)), leaf_of_class,
+                                           np.argsort(leaf_of_class))
+
+
+def make(kind, directory, init_seed=0):
+    args = dict(LAYER_SAMPLERS[kind])
+    if args["sampler"] == "adversarial":
+        path = directory / "aux.npz"
+        if not path.exists():
+            adversarial_sampler(16).save(str(path))  # the head's inputs: Dense(16)
+        args["sampler_options"] = {"path": str(path)}
+    model = build(C, num_sampled=8, init_seed=init_seed, **args)
     model.compile(tfs.optimizers.LazyAdam(0.02))
     return model
 
@@ -79,7 +96,7 @@ def assert_same(left, right):
 def test_restored_model_continues_with_identical_samples(kind, tmp_path):
     x, y = task(C, n=(N + M) * BATCH)
     first, rest = slice(0, N * BATCH), slice(N * BATCH, None)
-    model = make(kind)
+    model = make(kind, tmp_path)
     uninterrupted = record_negatives(model)
     train(model, x[first], y[first])
     assert int(model.sampled_softmax.sampler.stream.counter.numpy()) == N
@@ -90,7 +107,7 @@ def test_restored_model_continues_with_identical_samples(kind, tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     # A model built with other initial weights (and another unseeded stream),
     # then restored.
-    restored = make(kind, init_seed=5)
+    restored = make(kind, tmp_path, init_seed=5)
     restored.optimizer.build(restored.trainable_variables)
     tf.train.Checkpoint(model=restored, optimizer=restored.optimizer).restore(
         checkpoint).assert_existing_objects_matched()
@@ -122,6 +139,7 @@ SAMPLERS = {
     "log_uniform": lambda table: tfs.samplers.LogUniform(C),
     "unigram": lambda table: tfs.samplers.Unigram(COUNTS),
     "learned_unigram": lambda table: tfs.samplers.LearnedUnigram(C),
+    "adversarial": lambda table: adversarial_sampler(table.shape[1]),
 }
 TABLE = np.random.default_rng(0).standard_normal((C, 8)).astype(np.float32)
 H = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)

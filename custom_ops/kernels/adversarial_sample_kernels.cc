@@ -8,12 +8,10 @@
 #include "absl/synchronization/mutex.h"
 #include "custom_ops/kernels/adversarial_common.h"
 #include "custom_ops/kernels/candidate_sampling.h"
-#include "tensorflow/core/util/guarded_philox_random.h"
 
 namespace tf_sampled {
 
 using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::GuardedPhiloxRandom;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
@@ -59,6 +57,9 @@ absl::Status CheckNumSampled(int64_t num_sampled) {
   return absl::OkStatus();
 }
 
+// The sampling ops' `counter` input (after the tree inputs and true_classes).
+constexpr int kCounterInput = 5;
+
 }  // namespace
 
 class AuxTreeSampleOp : public OpKernel {
@@ -66,7 +67,7 @@ class AuxTreeSampleOp : public OpKernel {
   explicit AuxTreeSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
     OP_REQUIRES_OK(ctx, CheckNumSampled(num_sampled_));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -75,11 +76,12 @@ class AuxTreeSampleOp : public OpKernel {
     const Tensor& true_classes = ctx->input(4);
     OP_REQUIRES_OK(ctx, in.CheckIds(true_classes, "true_classes"));
     const int64_t num_true = true_classes.dim_size(1);
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
     Tensor *ids_t, *log_q_t, *true_log_q_t;
     OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
                                                   &ids_t, &log_q_t, &true_log_q_t));
     if (in.batch == 0) return;
-    const auto block = generator_.ReserveSamples128(in.batch);
     int64_t* ids = ids_t->flat<int64_t>().data();
     float* log_q = log_q_t->flat<float>().data();
     float* true_log_q = true_log_q_t->flat<float>().data();
@@ -108,7 +110,7 @@ class AuxTreeSampleOp : public OpKernel {
 
  private:
   int64_t num_sampled_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 class AuxTreeLogProbOp : public OpKernel {
@@ -154,7 +156,7 @@ class AuxTreeCandidateSamplerOp : public OpKernel {
                 errors::InvalidArgument("num_sampled (", num_sampled_,
                                         ") must be <= range_max (", range_max_,
                                         ") when unique=True"));
-    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -170,6 +172,8 @@ class AuxTreeCandidateSamplerOp : public OpKernel {
                 errors::InvalidArgument("true_classes must have num_true=", num_true_,
                                         " columns, got shape ",
                                         true_classes.shape().DebugString()));
+    ::tensorflow::random::PhiloxRandom block;
+    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}), &sampled_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({in.batch, num_true_}),
@@ -187,7 +191,7 @@ class AuxTreeCandidateSamplerOp : public OpKernel {
     const int64_t num_rows = in.batch > 0 ? in.batch : 1;
 
     // Draws: a row uniformly, then one descent of its tree.
-    Random rng(QuerySeed(generator_.ReserveSamples128(1), 0));
+    Random rng(QuerySeed(block, 0));
     AuxQueryState state;
     auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
       for (int64_t i = 0; i < n; ++i) {
@@ -249,7 +253,7 @@ class AuxTreeCandidateSamplerOp : public OpKernel {
  private:
   int64_t num_true_, num_sampled_, range_max_;
   bool unique_;
-  GuardedPhiloxRandom generator_;
+  SampleStream stream_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfSampled>AuxTreeSample").Device(DEVICE_CPU),

@@ -3,6 +3,7 @@
 // the PCA-projected inputs [batch, k]; the tree is params [C, k + 1],
 // class_of_leaf and leaf_of_class [C] (see core/aux_tree.h). The kernels
 // check everything again with messages naming the argument.
+#include "custom_ops/ops/sample_stream.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -67,6 +68,7 @@ REGISTER_OP("TfSampled>AuxTreeSample")
     .Input("leaf_of_class: int64")
     .Input("inputs: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("ids: int64")
     .Output("log_q: float")
     .Output("true_log_q: float")
@@ -80,6 +82,7 @@ REGISTER_OP("TfSampled>AuxTreeSample")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 5));
       int64_t num_sampled;
       TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       DimensionHandle s = num_sampled >= 1 ? c->MakeDim(num_sampled) : c->UnknownDim();
@@ -92,6 +95,10 @@ REGISTER_OP("TfSampled>AuxTreeSample")
 Per-example negatives: num_sampled iid classes per row from p_n(.|inputs[b])
 (one descent per row, the draws split down the tree), their exact log p_n,
 and log p_n of the true classes.
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 REGISTER_OP("TfSampled>AuxTreeLogProb")
@@ -120,6 +127,7 @@ REGISTER_OP("TfSampled>AuxTreeCandidateSampler")
     .Input("leaf_of_class: int64")
     .Input("inputs: float")
     .Input("true_classes: int64")
+    .Input("counter: int64")
     .Output("sampled_candidates: int64")
     .Output("true_expected_count: float")
     .Output("sampled_expected_count: float")
@@ -139,6 +147,7 @@ REGISTER_OP("TfSampled>AuxTreeCandidateSampler")
       ShapeHandle true_classes;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &true_classes));
       TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+      TF_RETURN_IF_ERROR(CounterShape(c, 5));
       DimensionHandle s = num_sampled >= 1 ? c->MakeDim(num_sampled) : c->UnknownDim();
       DimensionHandle t = num_true >= 1 ? c->MakeDim(num_true) : c->UnknownDim();
       c->set_output(0, c->Vector(s));
@@ -152,6 +161,10 @@ from the batch mixture (1/B) sum_b p_n(.|inputs[b]) (a row picked uniformly,
 then its tree descended), with exact expected counts for that mixture
 (num_sampled * q, or 1 - (1 - q)^num_tries with unique=True). An empty batch
 samples from p_n(.|0), the tree at the mean projected input.
+The draws are a function of (seed, seed2, counter) alone: counter (a scalar
+>= 0, the caller's stream position, e.g. a checkpointed call count) selects
+the call's stream, so the same seeds and counter give the same samples in any
+process.
 )doc");
 
 }  // namespace tf_sampled

@@ -6,6 +6,8 @@ from tf_sampled import _ops
 from tf_sampled.samplers import base
 
 _SAVE_FORMAT = 1
+# The `SampleStream` variables a saved file holds (as stream_counter, ...).
+_STREAM_STATE = ("counter", "offset")
 # Rows of features centred and projected per chunk while fitting (bounds the
 # float64 temporaries at chunk * dim * 8 bytes).
 _FIT_CHUNK = 1 << 16
@@ -58,6 +60,8 @@ class AdversarialSampler(base.Sampler):
         internal node v = 1..num_classes-1, children 2v and 2v + 1; row 0
         unused); leaf_of_class, class_of_leaf: [num_classes] int64 inverse
         permutations (leaf slot s is heap node num_classes + s).
+      stream: the `SampleStream` of its draws (counter, offset), as every
+        sampler's.
 
     Args:
       mean, projection, params, leaf_of_class, class_of_leaf: a fitted model
@@ -182,20 +186,37 @@ class AdversarialSampler(base.Sampler):
                 ("mean", "projection", "params", "leaf_of_class", "class_of_leaf")}
 
     def save(self, path):
-        """Saves the fitted model alone (NumPy .npz): fit once, train many times."""
+        """Saves the fitted model (NumPy .npz): fit once, train many times.
+
+        The file also holds the sample stream's position (counter and offset),
+        so a loaded sampler continues the saved one's draws.
+        """
         with open(path, "wb") as f:
-            np.savez(f, format=_SAVE_FORMAT, **self.get_state())
+            np.savez(f, format=_SAVE_FORMAT, **self.get_state(),
+                     **{f"stream_{key}": getattr(self.stream, key).numpy()
+                        for key in _STREAM_STATE})
 
     @classmethod
     def load(cls, path, name=None):
-        """An `AdversarialSampler` from a file written by `save`."""
+        """An `AdversarialSampler` from a file written by `save`.
+
+        A file without the stream's state (written before streams) gives a
+        fresh stream.
+        """
         with np.load(path) as data:
             if "format" not in data or int(data["format"]) != _SAVE_FORMAT:
                 raise ValueError(f"{path} is not an AdversarialSampler file (format "
                                  f"{_SAVE_FORMAT})")
             state = {key: data[key] for key in
                      ("mean", "projection", "params", "leaf_of_class", "class_of_leaf")}
-        return cls(**state, name=name)
+            stream = {key: int(data[f"stream_{key}"]) for key in _STREAM_STATE
+                      if f"stream_{key}" in data}
+        sampler = cls(**state, name=name)
+        for key, value in stream.items():
+            if value < 0:
+                raise ValueError(f"{path}: stream_{key} must be >= 0, got {value}")
+            getattr(sampler.stream, key).assign(value)
+        return sampler
 
     # ------------------------------------------------------------------
     # The sampler protocol
@@ -217,10 +238,10 @@ class AdversarialSampler(base.Sampler):
         if true_classes is None:
             true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
         true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
-        seed1, seed2 = base.op_seeds(seed)
+        seed1, seed2, counter = self.stream.next(seed)
         ids, log_q, true_log_q = self._library.tf_sampled_aux_tree_sample(
-            true_classes=true_classes, num_sampled=num_sampled, seed=seed1, seed2=seed2,
-            **args)
+            true_classes=true_classes, counter=counter, num_sampled=num_sampled, seed=seed1,
+            seed2=seed2, **args)
         return base.SampledCandidates(ids, log_q, true_log_q)
 
     def log_prob(self, inputs, classes):
@@ -235,11 +256,12 @@ class AdversarialSampler(base.Sampler):
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._tree_args(inputs)
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
-        seed1, seed2 = base.op_seeds(seed)
         with tf.name_scope(name or "adversarial_candidate_sampler"):
+            seed1, seed2, counter = self.stream.next(seed)
             return self._library.tf_sampled_aux_tree_candidate_sampler(
-                true_classes=true_classes, num_true=num_true, num_sampled=num_sampled,
-                unique=bool(unique), range_max=range_max, seed=seed1, seed2=seed2, **args)
+                true_classes=true_classes, counter=counter, num_true=num_true,
+                num_sampled=num_sampled, unique=bool(unique), range_max=range_max, seed=seed1,
+                seed2=seed2, **args)
 
     # ------------------------------------------------------------------
     # Prediction-time correction (plain TensorFlow: no custom ops)
