@@ -7,6 +7,7 @@
 
 #include "custom_ops/core/block_dot.h"
 #include "custom_ops/core/dot.h"
+#include "custom_ops/core/group_by_key.h"
 #include "custom_ops/core/multiversion.h"
 #include "custom_ops/core/simd.h"
 
@@ -62,29 +63,51 @@ bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
   return true;
 }
 
+void PathNodes(const TreeShape& shape, const int64_t* ids, int64_t n,
+               std::vector<int64_t>* node_ids) {
+  std::vector<int64_t> nodes;
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t node = shape.NodeOfLeaf(shape.LeafOf(ids[r])); node >= 1;
+         node >>= 1) {
+      nodes.push_back(node);
+    }
+  }
+  KeyGroups groups;
+  GroupByKey(std::move(nodes), shape.NumNodeRows() - 1, &groups);
+  *node_ids = std::move(groups.ids);
+}
+
+void AccumulatePathDeltas(const TreeShape& shape, int64_t num_features,
+                          const int64_t* ids, const double* row_deltas, int64_t n,
+                          const std::vector<int64_t>& node_ids,
+                          double* node_deltas) {
+  const auto index_of = [&](int64_t node) {
+    return std::lower_bound(node_ids.begin(), node_ids.end(), node) - node_ids.begin();
+  };
+  for (int64_t r = 0; r < n; ++r) {
+    double* out = node_deltas +
+                  index_of(shape.NodeOfLeaf(shape.LeafOf(ids[r]))) * num_features;
+    const double* in = row_deltas + r * num_features;
+    for (int64_t j = 0; j < num_features; ++j) out[j] += in[j];
+  }
+  // A parent's id is below its children's: in descending order, every node
+  // is complete before it is added to its parent.
+  for (int64_t i = static_cast<int64_t>(node_ids.size()) - 1; i >= 0; --i) {
+    if (node_ids[i] <= 1) continue;
+    double* out = node_deltas + index_of(node_ids[i] >> 1) * num_features;
+    const double* in = node_deltas + i * num_features;
+    for (int64_t j = 0; j < num_features; ++j) out[j] += in[j];
+  }
+}
+
 void AggregatePathDeltas(const TreeShape& shape, int64_t num_features,
                          const int64_t* ids, const double* row_deltas,
                          int64_t n, std::vector<int64_t>* node_ids,
                          std::vector<double>* node_deltas) {
-  std::vector<std::pair<int64_t, int64_t>> node_row;  // (node, row)
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t node = shape.NodeOfLeaf(shape.LeafOf(ids[r])); node >= 1;
-         node >>= 1) {
-      node_row.emplace_back(node, r);
-    }
-  }
-  std::sort(node_row.begin(), node_row.end());
-  node_ids->clear();
-  node_deltas->clear();
-  for (const auto& [node, row] : node_row) {
-    if (node_ids->empty() || node_ids->back() != node) {
-      node_ids->push_back(node);
-      node_deltas->resize(node_deltas->size() + num_features, 0.0);
-    }
-    double* out = node_deltas->data() + node_deltas->size() - num_features;
-    const double* in = row_deltas + row * num_features;
-    for (int64_t j = 0; j < num_features; ++j) out[j] += in[j];
-  }
+  PathNodes(shape, ids, n, node_ids);
+  node_deltas->assign(node_ids->size() * num_features, 0.0);
+  AccumulatePathDeltas(shape, num_features, ids, row_deltas, n, *node_ids,
+                       node_deltas->data());
 }
 
 KernelTree::KernelTree(const FeatureMapSpec& spec, const TreeShape& shape,

@@ -65,9 +65,21 @@ bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
                       const float* new_rows, int64_t n, double* deltas,
                       FeatureScratch* scratch, std::vector<double>* features);
 
-// Spreads per-row deltas [n, F] (rows of classes `ids`) to every node on
-// their paths, summing per node: `node_ids` ascending, `node_deltas`
-// [node_ids.size(), F].
+// The nodes on the paths of classes `ids` [n] (leaf to root), distinct and
+// ascending.
+void PathNodes(const TreeShape& shape, const int64_t* ids, int64_t n,
+               std::vector<int64_t>* node_ids);
+
+// Adds per-row deltas [n, F] (rows of classes `ids`) to every node on their
+// paths: node_deltas [node_ids.size(), F] (zeroed by the caller) for the
+// node_ids of PathNodes. Bottom-up (a node's delta is its rows' or its
+// children's sum), so the work is (n + number of nodes) * F.
+void AccumulatePathDeltas(const TreeShape& shape, int64_t num_features,
+                          const int64_t* ids, const double* row_deltas, int64_t n,
+                          const std::vector<int64_t>& node_ids,
+                          double* node_deltas);
+
+// PathNodes and AccumulatePathDeltas into vectors.
 void AggregatePathDeltas(const TreeShape& shape, int64_t num_features,
                          const int64_t* ids, const double* row_deltas,
                          int64_t n, std::vector<int64_t>* node_ids,

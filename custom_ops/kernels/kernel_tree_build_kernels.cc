@@ -147,9 +147,7 @@ class KernelTreeUpdateOp : public OpKernel {
                     ") holds a NaN/Inf value or its features overflow"));
 
     std::vector<int64_t> node_ids;
-    std::vector<double> node_deltas;
-    AggregatePathDeltas(shape, num_features, ids.flat<int64_t>().data(),
-                        row_deltas.data(), n, &node_ids, &node_deltas);
+    PathNodes(shape, ids.flat<int64_t>().data(), n, &node_ids);
     const int64_t k = node_ids.size();
     Tensor* ids_out = nullptr;
     Tensor* deltas_out = nullptr;
@@ -157,8 +155,10 @@ class KernelTreeUpdateOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             1, TensorShape({k, num_features}), &deltas_out));
     std::copy(node_ids.begin(), node_ids.end(), ids_out->flat<int64_t>().data());
-    std::copy(node_deltas.begin(), node_deltas.end(),
-              deltas_out->flat<double>().data());
+    double* node_deltas = deltas_out->flat<double>().data();
+    std::fill(node_deltas, node_deltas + k * num_features, 0.0);
+    AccumulatePathDeltas(shape, num_features, ids.flat<int64_t>().data(),
+                         row_deltas.data(), n, node_ids, node_deltas);
   }
 
  private:
