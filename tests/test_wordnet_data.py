@@ -80,22 +80,6 @@ def test_bundled_files_and_licence():
     assert size < 4e6
 
 
-def test_loader_is_light_and_exposed_by_the_package():
-    # The loader needs numpy only (it is usable without TensorFlow), and
-    # examples/compare_samplers.py reaches it as `tfs.datasets` after a plain
-    # `import tf_sampled as tfs`.
-    code = (
-        "import importlib.util, sys\n"
-        "spec = importlib.util.spec_from_file_location(\n"
-        "    'wordnet', 'tf_sampled/datasets/wordnet.py')\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
-        "assert 'tensorflow' not in sys.modules, 'the loader imports TensorFlow'\n"
-        "import tf_sampled\n"
-        "assert tf_sampled.datasets.load_wordnet is not None\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=_REPO)
-
-
 # --- examples/compare_samplers.py -------------------------------------------
 
 
