@@ -7,8 +7,8 @@
 Each benchmark runs as `python -m benchmarks.NAME ARGS` in its own process (a
 fresh TensorFlow, as when run alone); its full output goes to
 --log_dir/NAME.log. The table gives, per benchmark, the command, its time, and
-its headline: the lines where it checks a target ("...: met" / "MISSED"), or,
-for a benchmark without targets, the rows of the last table it printed.
+its headline: the rows of the first table it prints, the lines where it
+checks a target ("...: met" / "MISSED") and the timings it prints as JSON.
 Quick mode means fewer classes and repetitions: the ratios are indicative,
 benchmarks/RESULTS.md has the careful runs.
 """
@@ -37,23 +37,26 @@ BENCHMARKS = (
                           "--round_steps=10"),
 )
 _TARGET_LINE = re.compile(r"^\s*-\s.*\b(met|MISSED)\b")
-_TABLE_ROW = re.compile(r"^\|(?!\s*-)(.*)\|\s*$")
+_TABLE_ROW = re.compile(r"^\|(.*)\|\s*$")
+_RULE = re.compile(r"^[|\s:-]+$")  # a table's header rule
 
 
 def headline(output):
-    """The target checks of a benchmark's output, else the rows of its last table."""
+    """A benchmark's main figures: the rows of its first table, its target checks,
+    and the `"ms": {...}` timings of a benchmark that prints JSON."""
     lines = output.splitlines()
-    targets = [ln.strip().lstrip("- ") for ln in lines if _TARGET_LINE.match(ln)]
-    if targets:
-        return targets
-    rows, last = [], []
+    table = []
     for ln in lines:
         m = _TABLE_ROW.match(ln)
-        if m:
-            rows.append(" ".join(c.strip() for c in m.group(1).split("|")))
-        elif rows:
-            last, rows = rows, []
-    return rows or last
+        if m and not _RULE.match(ln):
+            table.append(" ".join(c.strip() for c in m.group(1).split("|")))
+        elif not m and table:
+            break
+    targets = [ln.strip().lstrip("- ") for ln in lines if _TARGET_LINE.match(ln)]
+    timings = [", ".join(f"{name} {float(ms):.1f} ms" for name, ms in
+                         re.findall(r'"([^"]+)": ([0-9.]+)', block))
+               for block in re.findall(r'"ms": \{([^}]*)\}', output)]
+    return table + targets + timings
 
 
 def run_benchmark(name, args, log_dir, timeout_s):
