@@ -1,11 +1,6 @@
-"""Tests of the bundled WordNet task and a smoke test of examples/compare_samplers.py."""
+"""Tests of the bundled WordNet task (the example's tests: test_compare_samplers.py)."""
 
-import csv
-import dataclasses
-import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -78,79 +73,3 @@ def test_bundled_files_and_licence():
     size = sum(os.path.getsize(os.path.join(data_dir, n))
                for n in os.listdir(data_dir))
     assert size < 4e6
-
-
-def test_loader_is_light_and_exposed_by_the_package():
-    # The loader needs numpy only (it is usable without TensorFlow), and
-    # examples/compare_samplers.py reaches it as `tfs.datasets` after a plain
-    # `import tf_sampled as tfs`.
-    code = (
-        "import importlib.util, sys\n"
-        "spec = importlib.util.spec_from_file_location(\n"
-        "    'wordnet', 'tf_sampled/datasets/wordnet.py')\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
-        "assert 'tensorflow' not in sys.modules, 'the loader imports TensorFlow'\n"
-        "import tf_sampled\n"
-        "assert tf_sampled.datasets.load_wordnet is not None\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=_REPO)
-
-
-# --- examples/compare_samplers.py -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location(
-        "compare_samplers", os.path.join(_REPO, "examples", "compare_samplers.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def small_data(data):
-    return dataclasses.replace(data, x_train=data.x_train[:4096],
-                               y_train=data.y_train[:4096],
-                               x_val=data.x_val[:512], y_val=data.y_val[:512])
-
-
-def _kernel_ops_available():
-    try:
-        import tf_sampled  # pylint: disable=g-import-not-at-top
-        tf_sampled.load_ops()
-        return True
-    except Exception:  # pylint: disable=broad-except
-        return False
-
-
-def _run_and_check(example, small_data, objectives, tmp_path, **kwargs):
-    summary = example.run(objectives, [0], str(tmp_path), num_sampled=8, steps=6,
-                          batch_size=32, eval_every=3, leaf_size=8,
-                          num_features=16, refresh_every=2, data=small_data, **kwargs)
-    assert [s["objective"] for s in summary] == objectives
-    for s in summary:
-        assert np.isfinite(s["val_ce"]) and 0 < s["val_ce"] < 20
-    with open(tmp_path / "curves.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * len(objectives)  # evaluations at steps 3 and 6
-    assert (tmp_path / "summary.csv").stat().st_size > 0
-    assert (tmp_path / "val_ce.png").stat().st_size > 1000
-
-
-def test_example_tf_nn_objectives(example, small_data, tmp_path):
-    _run_and_check(example, small_data, ["full", "log_uniform"], tmp_path)
-
-
-@pytest.mark.skipif(not _kernel_ops_available(),
-                    reason="tf_sampled op library not built")
-def test_example_kernel_objectives(example, small_data, tmp_path):
-    _run_and_check(example, small_data, ["log_uniform", "kernel", "kernel_shared"],
-                   tmp_path)
-
-
-@pytest.mark.skipif(not _kernel_ops_available(),
-                    reason="tf_sampled op library not built")
-def test_example_lsh_objectives(example, small_data, tmp_path):
-    _run_and_check(example, small_data, ["lsh", "lsh_label", "lsh_shared"], tmp_path,
-                   lsh_options=dict(num_tables=4, num_hashes=6, rehash_every=4))

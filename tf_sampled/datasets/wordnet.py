@@ -11,33 +11,23 @@ The processed data ships with the package (``tf_sampled/data/wordnet``, built by
 there. Loading needs numpy only.
 """
 
-import dataclasses
 import functools
 import gzip
 import os
 
 import numpy as np
 
+from tf_sampled.datasets.base import PAD_ID, TaskData
+
 DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
     "wordnet")
 
-PAD_ID = 0
-UNK_ID = 1
+UNK_ID = 1  # input token for words seen once; PAD_ID (0) pads
 
 
-@dataclasses.dataclass(frozen=True)
-class WordNetData:
-    """The split task. Token ids are 0-padded; labels are class ids."""
-    x_train: np.ndarray  # [N_train, max_len] int32
-    y_train: np.ndarray  # [N_train] int64
-    x_val: np.ndarray  # [N_val, max_len] int32
-    y_val: np.ndarray  # [N_val] int64
-    vocab_size: int  # token ids are in [0, vocab_size); 0 = <pad>, 1 = <unk>
-    num_classes: int
-    class_counts: np.ndarray  # [num_classes] int64, frequencies in the train split
-    class_names: list  # [num_classes] str, e.g. "n08524735 city"
-    vocab: list  # [vocab_size] str
+# The task in the common shape of tf_sampled.datasets (kept under its old name).
+WordNetData = TaskData
 
 
 def _read_lines(name):
@@ -108,4 +98,6 @@ def load_wordnet(max_len=32, val_fraction=0.1, seed=0):
         num_classes=num_classes,
         class_counts=np.bincount(y_train, minlength=num_classes).astype(np.int64),
         class_names=list(class_names),
-        vocab=list(vocab))
+        vocab=list(vocab),
+        name="wordnet",
+        description=f"WordNet definition -> parent concept, {num_classes} classes")

@@ -1,0 +1,156 @@
+"""The model and the training objectives that examples/compare_samplers.py compares.
+
+Every objective trains the same model: an encoder of the input tokens (mean
+of word embeddings for a bag of words, their concatenation for an ordered
+window such as a language model's context) -> Dense(128, tanh) = h, and
+logits = h @ W^T + b over the classes (W: [C, 128], b: [C]).
+
+Objectives (`OBJECTIVES`):
+  full                   full softmax cross-entropy (the reference)
+  uniform, log_uniform,  tf.nn.sampled_softmax_loss with TensorFlow's
+  unigram                uniform / log-uniform / fixed unigram (train counts)
+                         candidate samplers (batch-shared, unique)
+  kernel[_MAP][_shared]  tfs.samplers.KernelSampler with feature map MAP:
+                         (none) positive random features, `fourier` random
+                         Fourier, `quadratic` Blanc & Rendle's, `moments`
+                         GaussianMoments; per-example negatives through
+                         tfs.nn.sampled_softmax_loss (the fused op), or with
+                         `_shared` batch-shared ones through
+                         tfs.random.kernel_candidate_sampler as a drop-in
+                         sampled_values for tf.nn.sampled_softmax_loss
+  lsh, lsh_label,        tfs.samplers.LSHSampler: LSH-Embedding (tables over
+  lsh_shared             W queried with h), LSH-Label (queried with w_y),
+                         batch-shared via tfs.random.lsh_candidate_sampler
+"""
+
+import keras
+import tensorflow as tf
+
+import tf_sampled as tfs
+
+KERNEL_MAPS = ("", "_fourier", "_quadratic", "_moments")
+KERNEL_OBJECTIVES = tuple(f"kernel{m}{s}" for s in ("", "_shared") for m in KERNEL_MAPS)
+LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
+# The adversarial sampler (tfs.samplers.AdversarialSampler) joins here: add its
+# names to OBJECTIVES and a branch to make_loss_fn returning (loss_fn, sampler).
+OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
+    LSH_OBJECTIVES
+EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": tfs.optimizers.LazyAdam}
+
+
+def build_model(data, seed, learning_rate=2e-3, optimizer="adam"):
+    """(encoder, W, b, trainable variables, optimizer) of one run on `data` (a TaskData).
+
+    optimizer: "adam" (Keras' Adam: every step updates every row of W) or
+    "lazy_adam" (tfs.optimizers.LazyAdam: only the rows a step touches, so a
+    sampled step stays O(rows touched) at 100k+ classes).
+    """
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow seeds.
+    pool = keras.layers.Flatten() if data.ordered else keras.layers.GlobalAveragePooling1D()
+    encoder = keras.Sequential([
+        # A bag of words is 0-padded (mean over the real tokens); a window is not.
+        keras.layers.Embedding(data.vocab_size, EMBED_DIM, mask_zero=not data.ordered),
+        pool,
+        keras.layers.Dense(HIDDEN_DIM, activation="tanh"),
+    ])
+    encoder.build((None, data.x_train.shape[1]))
+    init = keras.initializers.TruncatedNormal(stddev=HIDDEN_DIM**-0.5, seed=seed)
+    W = tf.Variable(init((data.num_classes, HIDDEN_DIM)), name="class_embeddings")
+    b = tf.Variable(tf.zeros([data.num_classes]), name="class_biases")
+    variables = encoder.trainable_variables + [W, b]
+    opt = OPTIMIZERS[optimizer](learning_rate)
+    opt.build(variables)
+    return encoder, W, b, variables, opt
+
+
+def make_train_step(loss_fn, encoder, variables, optimizer, max_len=None):
+    """A tf.function (x [B, max_len] int32, y [B] int64) -> mean loss, one optimizer step."""
+    @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int32),
+                                  tf.TensorSpec([None], tf.int64)])
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(encoder(x, training=True), y))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+    return train_step
+
+
+def _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler, sampler=None, **kwargs):
+    """tf.nn.sampled_softmax_loss with a candidate sampler of TensorFlow's signature.
+
+    sampler: for tf_sampled's drop-in candidate samplers, which also take the
+    batch's inputs (keyword-only `inputs`, `sampler`).
+    """
+    num_classes = int(W.shape[0])
+
+    def loss_fn(h, labels):
+        true = labels[:, None]
+        extra = {} if sampler is None else {"inputs": h, "sampler": sampler}
+        sampled = candidate_sampler(true, 1, num_sampled, True, num_classes, seed=seed,
+                                    **kwargs, **extra)
+        return tf.nn.sampled_softmax_loss(W, b, true, h, num_sampled, num_classes,
+                                          sampled_values=sampled)
+    return loss_fn
+
+
+def _per_example_loss(W, b, num_sampled, seed, sampler):
+    """tfs.nn.sampled_softmax_loss with `sampler`'s per-example negatives."""
+    def loss_fn(h, labels):
+        # The sampler's ops have no gradient: negatives are drawn, not learned.
+        true = labels[:, None]
+        candidates = sampler.sample(h, num_sampled, true_classes=true, seed=seed)
+        return tfs.nn.sampled_softmax_loss(W, b, true, h, candidates)
+    return loss_fn
+
+
+def _feature_map(name, num_features, seed):
+    if name == "_fourier":
+        return tfs.features.RandomFourier(num_features=num_features, temperature=1.0,
+                                          seed=seed)
+    if name == "_quadratic":
+        return tfs.features.Quadratic()
+    if name == "_moments":
+        return tfs.features.GaussianMoments()
+    return tfs.features.PositiveRandom(num_features=num_features, temperature=1.0,
+                                       seed=seed)
+
+
+def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=None,
+                 num_features=128, lsh_options=None):
+    """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
+
+    lsh_options: LSHSampler keyword arguments for the lsh* objectives.
+    """
+    if objective == "full":
+        def full_loss(h, labels):
+            logits = tf.matmul(h, W, transpose_b=True) + b
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        return full_loss, None
+    if objective == "uniform":
+        return _tf_nn_loss(W, b, num_sampled, seed, tf.random.uniform_candidate_sampler), None
+    if objective == "log_uniform":
+        return _tf_nn_loss(W, b, num_sampled, seed,
+                           tf.random.log_uniform_candidate_sampler), None
+    if objective == "unigram":
+        return _tf_nn_loss(W, b, num_sampled, seed,
+                           tf.random.fixed_unigram_candidate_sampler,
+                           unigrams=class_counts.tolist()), None
+    shared = objective.endswith("_shared")
+    if objective in LSH_OBJECTIVES:
+        sampler = tfs.samplers.LSHSampler(
+            W, query="label" if objective == "lsh_label" else "embedding", seed=seed,
+            **(lsh_options or {}))
+        candidate_sampler = tfs.random.lsh_candidate_sampler
+    elif objective in KERNEL_OBJECTIVES:
+        fmap = objective[len("kernel"):-len("_shared") if shared else None]
+        leaf_kwargs = {} if leaf_size is None else {"leaf_size": leaf_size}
+        sampler = tfs.samplers.KernelSampler(
+            W, feature_map=_feature_map(fmap, num_features, seed), biases=b, **leaf_kwargs)
+        candidate_sampler = tfs.random.kernel_candidate_sampler
+    else:
+        raise ValueError(f"Unknown objective {objective!r}; choose from {OBJECTIVES}.")
+    if shared:  # a drop-in replacement for tf.random.*_candidate_sampler
+        return _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler,
+                           sampler=sampler), sampler
+    return _per_example_loss(W, b, num_sampled, seed, sampler), sampler

@@ -1,0 +1,138 @@
+"""examples/compare_samplers.py end to end on tiny budgets: every objective, its outputs.
+
+Runs in-process on a slice of the bundled WordNet task and on lm1b from
+TensorFlow Datasets' mock data (offline).
+"""
+
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tf_sampled as tfs
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_REPO, "examples"))
+import compare_report  # noqa: E402  pylint: disable=wrong-import-position
+import compare_samplers  # noqa: E402  pylint: disable=wrong-import-position
+import sampler_objectives  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _ops_available():
+    try:
+        tfs.load_ops()
+        return True
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+needs_ops = pytest.mark.skipif(not _ops_available(), reason="tf_sampled op library not built")
+_TINY = compare_samplers.RunConfig(
+    num_sampled=8, steps=4, batch_size=32, eval_every=2, eval_every_s=0, eval_examples=256,
+    leaf_size=64, num_features=16, refresh_every=2,
+    lsh_options=dict(num_tables=4, num_hashes=6, rehash_every=4))
+
+
+@pytest.fixture(scope="module")
+def wordnet():
+    data = tfs.datasets.load_wordnet()
+    return dataclasses.replace(data, x_train=data.x_train[:2048], y_train=data.y_train[:2048])
+
+
+def _check_outputs(summary, objectives, out, evaluations):
+    assert [s["objective"] for s in summary] == objectives
+    for s in summary:
+        assert np.isfinite(s["val_ce"]) and 0 < s["val_ce"] < 20
+        assert 0 <= s["top1"] <= s["top5"] <= 1 and s["ms_per_step"] > 0
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == evaluations * len(objectives)
+    with open(out / "summary.csv") as f:
+        assert [r["objective"] for r in csv.DictReader(f)] == objectives
+    assert (out / "val_ce.png").stat().st_size > 1000
+
+
+def test_tf_nn_objectives_and_table(wordnet, tmp_path, capsys):
+    objectives = ["full", "uniform", "log_uniform", "unigram"]
+    summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
+    _check_outputs(summary, objectives, tmp_path, evaluations=2)
+    printed = capsys.readouterr().out
+    assert "| log_uniform" in printed and "time to log_uniform's CE" in printed
+    assert "perplexity" not in printed  # not a language model
+    assert summary[2]["steps_to_baseline"] in (2, 4)  # reaches its own final loss
+
+
+def test_summary_averages_seeds_and_times_the_baseline():
+    def rec(obj, seed, step, t, ce):
+        return dict(objective=obj, seed=seed, step=step, train_time_s=t, val_ce=ce,
+                    top1=0.1, top5=0.2)
+    records = [rec("log_uniform", 0, 10, 1.0, 5.0), rec("log_uniform", 0, 20, 2.0, 4.0),
+               rec("log_uniform", 1, 10, 1.0, 5.0), rec("log_uniform", 1, 20, 2.0, 3.0),
+               rec("kernel", 0, 10, 4.0, 3.4), rec("kernel", 0, 20, 8.0, 3.0),
+               rec("kernel", 1, 10, 3.0, 3.6), rec("kernel", 1, 20, 6.0, 3.4),
+               rec("full", 0, 10, 9.0, 3.9)]
+    summary, target = compare_report.summarize(records, ["log_uniform", "kernel", "full"])
+    assert target == 3.5  # mean of log-uniform's final losses
+    base, kernel, full = summary
+    assert base["steps_to_baseline"] == -1  # seed 0 never reached the mean
+    assert kernel["val_ce"] == 3.2 and kernel["steps_to_baseline"] == 15
+    assert kernel["time_to_baseline_s"] == 5.0 and kernel["ms_per_step"] == 350.0
+    assert full["steps_to_baseline"] == -1 and np.isnan(full["time_to_baseline_s"])
+
+
+@needs_ops
+def test_kernel_objectives(wordnet, tmp_path):
+    objectives = ["log_uniform", "kernel", "kernel_shared"]
+    summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
+    _check_outputs(summary, objectives, tmp_path, evaluations=2)
+
+
+@pytest.mark.slow  # 14 objectives, each traced: a few minutes on 2 loaded cores
+@needs_ops
+def test_every_tf_sampled_objective(wordnet, tmp_path):
+    objectives = [o for o in sampler_objectives.OBJECTIVES
+                  if o not in ("full", "uniform", "log_uniform", "unigram")]
+    summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
+    _check_outputs(summary, objectives, tmp_path, evaluations=2)
+
+
+def test_time_budget_ends_training(wordnet, tmp_path):
+    config = dataclasses.replace(_TINY, steps=0, time_budget_s=1e-9, eval_every=0)
+    summary = compare_samplers.run(["log_uniform"], [0], str(tmp_path), wordnet, config)
+    assert summary[0]["steps"] == 1  # one step exceeds any positive budget
+    with pytest.raises(ValueError, match="steps or time_budget_s"):
+        compare_samplers.run(["full"], [0], str(tmp_path), wordnet,
+                             dataclasses.replace(_TINY, steps=0))
+    with pytest.raises(ValueError, match="Unknown objective 'nope'"):
+        compare_samplers.run(["nope"], [0], str(tmp_path), wordnet, _TINY)
+
+
+def test_language_model_on_tfds_mock_data(tmp_path, capsys):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=200):
+        data = tfs.datasets.load("lm1b", vocab_size=300, context=4)
+    assert data.ordered and data.language_model
+    summary = compare_samplers.run(["full", "log_uniform"], [0], str(tmp_path), data,
+                                   dataclasses.replace(_TINY, optimizer="lazy_adam"))
+    _check_outputs(summary, ["full", "log_uniform"], tmp_path, evaluations=2)
+    assert "perplexity" in capsys.readouterr().out
+    assert summary[0]["perplexity"] == pytest.approx(np.exp(summary[0]["val_ce"]))
+
+
+@pytest.mark.slow  # a fresh process importing TensorFlow
+def test_command_line(tmp_path):
+    # The script as users run it: flags, dataset choice, outputs.
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, os.path.join(_REPO, "examples", "compare_samplers.py"),
+         "--dataset=synthetic", "--num_classes=5000", "--objectives=log_uniform",
+         "--steps=3", "--eval_every=3", "--batch_size=16", f"--output_dir={out}"],
+        capture_output=True, text=True, cwd=_REPO, check=False,
+        env=dict(os.environ, PYTHONPATH=_REPO))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "synthetic Zipfian teacher, 5000 classes" in result.stdout
+    assert (out / "summary.csv").exists() and (out / "val_ce.png").exists()
