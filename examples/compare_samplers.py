@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 import compare_report
-from sampler_objectives import (MAX_LEN, OBJECTIVES, OPTIMIZERS, build_model,  # noqa: F401
-                                make_loss_fn, make_train_step)
+from sampler_objectives import (ADVERSARIAL_OBJECTIVES, MAX_LEN, OBJECTIVES,  # noqa: F401
+                                OPTIMIZERS, build_model, make_loss_fn, make_train_step)
 import tf_sampled as tfs
 
 FLAGS = flags.FLAGS
@@ -135,11 +135,28 @@ def train_one(objective, data, seed, config):
     encoder, W, b, variables, optimizer = build_model(
         data, seed, config.learning_rate, config.optimizer)
     lsh_options = dict(config.lsh_options, rebuild_every=config.refresh_every)
-    loss_fn, sampler = make_loss_fn(objective, W, b, config.num_sampled, data.class_counts,
-                                    seed, config.leaf_size, config.num_features, lsh_options)
     tag = f"[{objective:>23s} seed {seed}]"
+    fit_data, fit_start = None, time.perf_counter()
+    if objective in ADVERSARIAL_OBJECTIVES:
+        # Bamler & Mandt fit the auxiliary model once, on inputs that do not
+        # change during training; here the initialised encoder's outputs (a
+        # fixed random featurisation of the tokens). Training then queries it
+        # with the current h: the proposal drifts from what it was fitted on,
+        # its log p_n stays exact.
+        fit_data = (np.concatenate([encoder(data.x_train[s:s + 8192]).numpy()
+                                    for s in range(0, len(data.y_train), 8192)]),
+                    data.y_train)
+    loss_fn, sampler = make_loss_fn(objective, W, b, config.num_sampled, data.class_counts,
+                                    seed, config.leaf_size, config.num_features, lsh_options,
+                                    fit_data)
     is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
-    if is_lsh:
+    # The fitted auxiliary tree does not follow the class table: nothing to refresh.
+    refreshed = sampler is not None and fit_data is None
+    if fit_data is not None:
+        print(f"{tag} AdversarialSampler: auxiliary tree fitted on {len(data.y_train)} "
+              f"encoder outputs in {time.perf_counter() - fit_start:.1f} s (not counted "
+              f"in the training time)", flush=True)
+    elif is_lsh:
         print(f"{tag} LSHSampler: {sampler.family}, L {sampler.num_tables}, K "
               f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "
               f"{sampler.query}; rebuild every {config.refresh_every} steps, new hashes "
@@ -161,7 +178,7 @@ def train_one(objective, data, seed, config):
     evaluate = make_evaluate(data, encoder, W, b, config.eval_examples)
     # Trace before timing so that ms/step measures steps, not tracing.
     train_step.get_concrete_function()
-    if sampler is not None:
+    if refreshed:
         refresh.get_concrete_function()
 
     steps = config.steps or math.inf
@@ -173,7 +190,7 @@ def train_one(objective, data, seed, config):
         x, y = next(data_iter)
         step += 1
         start = time.perf_counter()
-        if sampler is not None and step > 1 and (step - 1) % config.refresh_every == 0:
+        if refreshed and step > 1 and (step - 1) % config.refresh_every == 0:
             refresh(tf.constant(step - 1, tf.int64))
         loss_sum += float(train_step(x, y))
         train_time += time.perf_counter() - start

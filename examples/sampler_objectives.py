@@ -21,6 +21,11 @@ Objectives (`OBJECTIVES`):
   lsh, lsh_label,        tfs.samplers.LSHSampler: LSH-Embedding (tables over
   lsh_shared             W queried with h), LSH-Label (queried with w_y),
                          batch-shared via tfs.random.lsh_candidate_sampler
+  adversarial            tfs.samplers.AdversarialSampler (Bamler & Mandt): an
+                         auxiliary tree fitted once, before training, on
+                         `fit_data` (the example passes the initialised
+                         encoder's outputs of the training examples);
+                         per-example negatives with their exact log p_n
 """
 
 import keras
@@ -31,10 +36,9 @@ import tf_sampled as tfs
 KERNEL_MAPS = ("", "_fourier", "_quadratic", "_moments")
 KERNEL_OBJECTIVES = tuple(f"kernel{m}{s}" for s in ("", "_shared") for m in KERNEL_MAPS)
 LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
-# The adversarial sampler (tfs.samplers.AdversarialSampler) joins here: add its
-# names to OBJECTIVES and a branch to make_loss_fn returning (loss_fn, sampler).
+ADVERSARIAL_OBJECTIVES = ("adversarial",)
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
-    LSH_OBJECTIVES
+    LSH_OBJECTIVES + ADVERSARIAL_OBJECTIVES
 EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": tfs.optimizers.LazyAdam}
 
@@ -117,10 +121,12 @@ def _feature_map(name, num_features, seed):
 
 
 def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=None,
-                 num_features=128, lsh_options=None):
+                 num_features=128, lsh_options=None, fit_data=None):
     """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
 
     lsh_options: LSHSampler keyword arguments for the lsh* objectives.
+    fit_data: for `adversarial`, (inputs [N, d], labels [N]) with N >= C that
+      the auxiliary model is fitted on.
     """
     if objective == "full":
         def full_loss(h, labels):
@@ -136,6 +142,12 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
         return _tf_nn_loss(W, b, num_sampled, seed,
                            tf.random.fixed_unigram_candidate_sampler,
                            unigrams=class_counts.tolist()), None
+    if objective in ADVERSARIAL_OBJECTIVES:
+        if fit_data is None:
+            raise ValueError(f"{objective!r} needs fit_data=(inputs [N, d], labels [N]) "
+                             "to fit its auxiliary model on")
+        sampler = tfs.samplers.AdversarialSampler.fit(*fit_data, num_classes=int(W.shape[0]))
+        return _per_example_loss(W, b, num_sampled, seed, sampler), sampler
     shared = objective.endswith("_shared")
     if objective in LSH_OBJECTIVES:
         sampler = tfs.samplers.LSHSampler(

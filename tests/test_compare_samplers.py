@@ -94,10 +94,25 @@ def test_kernel_objectives(wordnet, tmp_path):
 @pytest.mark.slow  # 14 objectives, each traced: a few minutes on 2 loaded cores
 @needs_ops
 def test_every_tf_sampled_objective(wordnet, tmp_path):
+    # The adversarial sampler needs at least as many examples as classes to
+    # fit: it has its own test below.
     objectives = [o for o in sampler_objectives.OBJECTIVES
-                  if o not in ("full", "uniform", "log_uniform", "unigram")]
+                  if o not in ("full", "uniform", "log_uniform", "unigram", "adversarial")]
     summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
     _check_outputs(summary, objectives, tmp_path, evaluations=2)
+
+
+@needs_ops
+def test_adversarial_objective_fits_then_trains(tmp_path, capsys):
+    data = tfs.datasets.load("synthetic", num_classes=500, num_train=4096, num_val=512,
+                             vocab_size=2000)
+    summary = compare_samplers.run(["log_uniform", "adversarial"], [0], str(tmp_path), data,
+                                   _TINY)
+    _check_outputs(summary, ["log_uniform", "adversarial"], tmp_path, evaluations=2)
+    assert "AdversarialSampler: auxiliary tree fitted on 4096 encoder outputs" in \
+        capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs fit_data"):
+        sampler_objectives.make_loss_fn("adversarial", None, None, 8, None, 0)
 
 
 def test_time_budget_ends_training(wordnet, tmp_path):
