@@ -30,6 +30,7 @@ from typing import Optional
 
 from absl import app
 from absl import flags
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -136,26 +137,25 @@ def train_one(objective, data, seed, config):
         data, seed, config.learning_rate, config.optimizer)
     lsh_options = dict(config.lsh_options, rebuild_every=config.refresh_every)
     tag = f"[{objective:>23s} seed {seed}]"
-    fit_data, fit_start = None, time.perf_counter()
+    aux_features, fit_start = None, time.perf_counter()
     if objective in ADVERSARIAL_OBJECTIVES:
-        # Bamler & Mandt fit the auxiliary model once, on inputs that do not
-        # change during training; here the initialised encoder's outputs (a
-        # fixed random featurisation of the tokens). Training then queries it
-        # with the current h: the proposal drifts from what it was fitted on,
-        # its log p_n stays exact.
-        fit_data = (np.concatenate([encoder(data.x_train[s:s + 8192]).numpy()
-                                    for s in range(0, len(data.y_train), 8192)]),
-                    data.y_train)
+        # Bamler & Mandt fit the auxiliary model once, on features of the
+        # inputs that training does not change: here a frozen copy of the
+        # initialised encoder (a fixed random featurisation of the tokens).
+        frozen = keras.models.clone_model(encoder)
+        frozen.set_weights(encoder.get_weights())
+        frozen.trainable = False
+        aux_features = (frozen, data.x_train, data.y_train)
     loss_fn, sampler = make_loss_fn(objective, W, b, config.num_sampled, data.class_counts,
                                     seed, config.leaf_size, config.num_features, lsh_options,
-                                    fit_data)
+                                    aux_features)
     is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
     # The fitted auxiliary tree does not follow the class table: nothing to refresh.
-    refreshed = sampler is not None and fit_data is None
-    if fit_data is not None:
+    refreshed = sampler is not None and aux_features is None
+    if aux_features is not None:
         print(f"{tag} AdversarialSampler: auxiliary tree fitted on {len(data.y_train)} "
-              f"encoder outputs in {time.perf_counter() - fit_start:.1f} s (not counted "
-              f"in the training time)", flush=True)
+              f"frozen-encoder features in {time.perf_counter() - fit_start:.1f} s (not "
+              f"counted in the training time)", flush=True)
     elif is_lsh:
         print(f"{tag} LSHSampler: {sampler.family}, L {sampler.num_tables}, K "
               f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "

@@ -22,10 +22,11 @@ Objectives (`OBJECTIVES`):
   lsh_shared             W queried with h), LSH-Label (queried with w_y),
                          batch-shared via tfs.random.lsh_candidate_sampler
   adversarial            tfs.samplers.AdversarialSampler (Bamler & Mandt): an
-                         auxiliary tree fitted once, before training, on
-                         `fit_data` (the example passes the initialised
-                         encoder's outputs of the training examples);
-                         per-example negatives with their exact log p_n
+                         auxiliary tree fitted once, before training, on fixed
+                         features of the inputs (`aux_features`: the example
+                         passes a frozen copy of the initialised encoder) and
+                         queried with them; per-example negatives with their
+                         exact log p_n
 """
 
 import keras
@@ -74,7 +75,11 @@ def make_train_step(loss_fn, encoder, variables, optimizer, max_len=None):
                                   tf.TensorSpec([None], tf.int64)])
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(loss_fn(encoder(x, training=True), y))
+            h = encoder(x, training=True)
+            # Objectives whose sampler reads fixed features of x take x too.
+            losses = loss_fn(h, y, x) if getattr(loss_fn, "takes_inputs", False) \
+                else loss_fn(h, y)
+            loss = tf.reduce_mean(losses)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
     return train_step
@@ -108,6 +113,21 @@ def _per_example_loss(W, b, num_sampled, seed, sampler):
     return loss_fn
 
 
+def _adversarial_loss(W, b, num_sampled, seed, featurize, x_train, y_train):
+    """(loss_fn(h, labels, x), sampler): negatives from a tree fitted on featurize(x)."""
+    features = tf.concat([featurize(x_train[s:s + 8192])
+                          for s in range(0, len(y_train), 8192)], 0)
+    sampler = tfs.samplers.AdversarialSampler.fit(features.numpy(), y_train,
+                                                  num_classes=int(W.shape[0]))
+
+    def loss_fn(h, labels, x):
+        true = labels[:, None]
+        candidates = sampler.sample(featurize(x), num_sampled, true_classes=true, seed=seed)
+        return tfs.nn.sampled_softmax_loss(W, b, true, h, candidates)
+    loss_fn.takes_inputs = True
+    return loss_fn, sampler
+
+
 def _feature_map(name, num_features, seed):
     if name == "_fourier":
         return tfs.features.RandomFourier(num_features=num_features, temperature=1.0,
@@ -121,12 +141,13 @@ def _feature_map(name, num_features, seed):
 
 
 def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=None,
-                 num_features=128, lsh_options=None, fit_data=None):
+                 num_features=128, lsh_options=None, aux_features=None):
     """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
 
     lsh_options: LSHSampler keyword arguments for the lsh* objectives.
-    fit_data: for `adversarial`, (inputs [N, d], labels [N]) with N >= C that
-      the auxiliary model is fitted on.
+    aux_features: for `adversarial`, (featurize, x_train, y_train): the
+      auxiliary model is fitted on featurize(x_train) [N, k] (N >= C) and
+      queried with featurize(x); its loss_fn then takes (h, labels, x).
     """
     if objective == "full":
         def full_loss(h, labels):
@@ -143,11 +164,10 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
                            tf.random.fixed_unigram_candidate_sampler,
                            unigrams=class_counts.tolist()), None
     if objective in ADVERSARIAL_OBJECTIVES:
-        if fit_data is None:
-            raise ValueError(f"{objective!r} needs fit_data=(inputs [N, d], labels [N]) "
-                             "to fit its auxiliary model on")
-        sampler = tfs.samplers.AdversarialSampler.fit(*fit_data, num_classes=int(W.shape[0]))
-        return _per_example_loss(W, b, num_sampled, seed, sampler), sampler
+        if aux_features is None:
+            raise ValueError(f"{objective!r} needs aux_features=(featurize, x_train, "
+                             "y_train) to fit its auxiliary model on")
+        return _adversarial_loss(W, b, num_sampled, seed, *aux_features)
     shared = objective.endswith("_shared")
     if objective in LSH_OBJECTIVES:
         sampler = tfs.samplers.LSHSampler(

@@ -109,9 +109,9 @@ def test_adversarial_objective_fits_then_trains(tmp_path, capsys):
     summary = compare_samplers.run(["log_uniform", "adversarial"], [0], str(tmp_path), data,
                                    _TINY)
     _check_outputs(summary, ["log_uniform", "adversarial"], tmp_path, evaluations=2)
-    assert "AdversarialSampler: auxiliary tree fitted on 4096 encoder outputs" in \
+    assert "AdversarialSampler: auxiliary tree fitted on 4096 frozen-encoder features" in \
         capsys.readouterr().out
-    with pytest.raises(ValueError, match="needs fit_data"):
+    with pytest.raises(ValueError, match="needs aux_features"):
         sampler_objectives.make_loss_fn("adversarial", None, None, 8, None, 0)
 
 
