@@ -17,6 +17,8 @@ steps x ms/step.
 
   python -m benchmarks.wordnet_step_time --num_sampled=16 \\
       --summary_csv=/tmp/wn_s16/summary.csv
+  python -m benchmarks.wordnet_step_time --dataset=gcide --optimizer=lazy_adam \\
+      --objectives=log_uniform,kernel,full --rounds=5 --round_steps=10
 """
 import argparse
 import csv
@@ -36,6 +38,9 @@ import compare_samplers as example  # noqa: E402  pylint: disable=wrong-import-p
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="wordnet",
+                        help="any tfs.datasets loader with its defaults (gcide: 100k words)")
+    parser.add_argument("--optimizer", default="adam", choices=list(example.OPTIMIZERS))
     parser.add_argument("--objectives", default="log_uniform,kernel,kernel_unfused")
     parser.add_argument("--num_sampled", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=256)
@@ -50,7 +55,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def make_objective(spec, data, num_sampled, refresh_every, batch_size):
+def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer="adam"):
     """A zero-argument function running one training step of objective `spec`.
 
     spec: an objective of the example, or `kernel_unfused`, optionally with
@@ -60,7 +65,8 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size):
     leaf_size = int(sizes[0]) if sizes else None
     num_features = int(sizes[1]) if len(sizes) > 1 else 128
     base = "kernel" if name == "kernel_unfused" else name
-    encoder, W, b, variables, optimizer = example.build_model(data, seed=0)
+    encoder, W, b, variables, optimizer = example.build_model(data, seed=0,
+                                                              optimizer=optimizer)
     loss_fn, sampler = example.make_loss_fn(base, W, b, num_sampled, data.class_counts,
                                             seed=0, leaf_size=leaf_size,
                                             num_features=num_features)
@@ -72,7 +78,8 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size):
     train_step = example.make_train_step(loss_fn, encoder, variables, optimizer)
     refresh = tf.function(sampler.refresh) if sampler is not None else None
     batches = iter(tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-                   .shuffle(len(data.y_train), seed=0).repeat()
+                   # (a bounded buffer: GCIDE has 5M examples)
+                   .shuffle(min(len(data.y_train), 100_000), seed=0).repeat()
                    .batch(batch_size, drop_remainder=True).prefetch(4))
     count = [0]
 
@@ -87,9 +94,11 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size):
 
 def main(argv=None):
     args = parse_args(argv)
-    data = tfs.datasets.load_wordnet(max_len=example.MAX_LEN)
+    options = {"wordnet": dict(max_len=example.MAX_LEN)}.get(args.dataset, {})
+    data = tfs.datasets.load(args.dataset, **options)
     names = args.objectives.split(",")
-    steps = {n: make_objective(n, data, args.num_sampled, args.refresh_every, args.batch_size)
+    steps = {n: make_objective(n, data, args.num_sampled, args.refresh_every, args.batch_size,
+                               args.optimizer)
              for n in names}
     for fn in steps.values():  # trace and warm up (includes one refresh)
         for _ in range(args.refresh_every + 2):
@@ -102,7 +111,8 @@ def main(argv=None):
                 fn()
             times[n].append(1e3 * (time.perf_counter() - start) / args.round_steps)
     ms = {n: statistics.median(t) for n, t in times.items()}
-    print(f"WordNet step time, S={args.num_sampled}, batch {args.batch_size}, "
+    print(f"{args.dataset} step time ({args.optimizer}), S={args.num_sampled}, batch "
+          f"{args.batch_size}, "
           f"{args.rounds} interleaved rounds of {args.round_steps} steps, nproc "
           f"{os.cpu_count()}, TF {tf.__version__}:")
     print("| objective | ms/step (median) | / log_uniform |")
