@@ -40,6 +40,58 @@ def _is_hit(sampled, labels):
     return tf.reduce_any(tf.equal(sampled[:, :, None], labels[:, None, :]), axis=2)
 
 
+def _checked_inputs(weights, labels, inputs):
+    """(inputs [batch, dim], labels int64 [batch, num_true]) after the shape checks."""
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.shape.rank != 2:
+        raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
+    weights_shape = tf.TensorShape(weights.shape)  # arrays and Keras variables too
+    if weights_shape.rank != 2 or weights_shape[1] != inputs.shape[1]:
+        raise ValueError(
+            f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
+            f"{inputs.shape}, got {weights_shape}")
+    return inputs, as_class_matrix(labels, "labels", inputs.shape[0])
+
+
+def _assert_labels_in_range(weights, labels):
+    # tf.gather would fail with a message that does not name labels (and
+    # return zeros on GPU), so check the range here.
+    num_classes = tf.shape(weights, out_type=tf.int64)[0]
+    tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
+    tf.debugging.assert_less(labels, num_classes,
+                             message="labels must be < num_classes (rows of weights)")
+
+
+def _sampled_logits(weights, biases, inputs, sampled):
+    """The candidates' logits and log expected counts, composed of TensorFlow ops.
+
+    Returns (ids, logits, log_count, true_log_count): per-example candidates
+    give ids and logits [batch, S], log_count = log(S q) [batch, S] and
+    true_log_count = log(S q(true)) [batch, num_true]; TensorFlow's triple
+    gives ids [S], logits [batch, S] and the logs of its expected counts,
+    [S] and [batch, num_true].
+    """
+    if isinstance(sampled, SampledCandidates):
+        ids = _candidate_ids(sampled)
+        log_s = tf.math.log(tf.cast(tf.shape(ids)[1], inputs.dtype))
+        return (ids, _class_logits(weights, biases, ids, inputs),
+                log_s + tf.cast(sampled.log_q, inputs.dtype),
+                log_s + tf.cast(sampled.true_log_q, inputs.dtype))
+    if len(sampled) != 3:
+        raise ValueError("sampled must be SampledCandidates or TensorFlow's triple "
+                         "(sampled_candidates, true_expected_count, "
+                         f"sampled_expected_count), got {sampled!r}")
+    ids, true_expected, sampled_expected = (tf.convert_to_tensor(t) for t in sampled)
+    if ids.shape.rank != 1:
+        raise ValueError(f"sampled_candidates must have shape [S], got {ids.shape}")
+    rows = tf.gather(weights, ids)  # [S, dim]: shared by the batch, one matmul
+    logits = tf.matmul(inputs, rows, transpose_b=True)
+    if biases is not None:
+        logits += tf.gather(biases, ids)
+    return (ids, logits, tf.math.log(tf.cast(sampled_expected, inputs.dtype)),
+            tf.math.log(tf.cast(true_expected, inputs.dtype)))
+
+
 def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
                          remove_accidental_hits=True, subtract_log_q_true=True,
                          fused=True, name=None):
@@ -83,14 +135,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
       [batch] float32 losses.
     """
     with tf.name_scope(name or "sampled_softmax_loss"):
-        inputs = tf.convert_to_tensor(inputs)
-        if inputs.shape.rank != 2:
-            raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
-        if weights.shape.rank != 2 or weights.shape[1] != inputs.shape[1]:
-            raise ValueError(
-                f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
-                f"{inputs.shape}, got {weights.shape}")
-        labels = as_class_matrix(labels, "labels", inputs.shape[0])
+        inputs, labels = _checked_inputs(weights, labels, inputs)
         if isinstance(sampled, SampledCandidates):
             table = _fused_loss.table_arguments(weights, biases, inputs) if fused else None
             if table is not None:
@@ -102,35 +147,12 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
                     log_s + tf.cast(sampled.log_q, tf.float32),
                     log_s + tf.cast(sampled.true_log_q, tf.float32),
                     remove_accidental_hits, subtract_log_q_true)
-        num_classes = tf.shape(weights, out_type=tf.int64)[0]
-        # tf.gather would fail with a message that does not name labels (and
-        # return zeros on GPU), so check the range here.
-        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
-        tf.debugging.assert_less(labels, num_classes,
-                                 message="labels must be < num_classes (rows of weights)")
+        _assert_labels_in_range(weights, labels)
         num_true = tf.shape(labels)[1]
         true_logits = _class_logits(weights, biases, labels, inputs)
-
-        if isinstance(sampled, SampledCandidates):
-            ids = _candidate_ids(sampled)
-            log_s = tf.math.log(tf.cast(tf.shape(ids)[1], inputs.dtype))
-            sampled_logits = _class_logits(weights, biases, ids, inputs)
-            sampled_logits -= log_s + tf.cast(sampled.log_q, inputs.dtype)
-            true_correction = log_s + tf.cast(sampled.true_log_q, inputs.dtype)
-        else:
-            if len(sampled) != 3:
-                raise ValueError("sampled must be SampledCandidates or TensorFlow's triple "
-                                 "(sampled_candidates, true_expected_count, "
-                                 f"sampled_expected_count), got {sampled!r}")
-            ids, true_expected, sampled_expected = (tf.convert_to_tensor(t) for t in sampled)
-            if ids.shape.rank != 1:
-                raise ValueError(f"sampled_candidates must have shape [S], got {ids.shape}")
-            rows = tf.gather(weights, ids)  # [S, dim]
-            sampled_logits = tf.matmul(inputs, rows, transpose_b=True)
-            if biases is not None:
-                sampled_logits += tf.gather(biases, ids)
-            sampled_logits -= tf.math.log(tf.cast(sampled_expected, inputs.dtype))
-            true_correction = tf.math.log(tf.cast(true_expected, inputs.dtype))
+        ids, sampled_logits, log_count, true_correction = _sampled_logits(
+            weights, biases, inputs, sampled)
+        sampled_logits -= log_count
 
         if subtract_log_q_true:
             true_logits -= true_correction
@@ -178,41 +200,15 @@ def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regulari
             0 <= regularizer < float("inf")):
         raise ValueError(f"regularizer must be a finite number >= 0, got {regularizer!r}")
     with tf.name_scope(name or "negative_sampling_loss"):
-        inputs = tf.convert_to_tensor(inputs)
-        if inputs.shape.rank != 2:
-            raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
-        weights_shape = tf.TensorShape(weights.shape)  # arrays and Keras variables too
-        if weights_shape.rank != 2 or weights_shape[1] != inputs.shape[1]:
-            raise ValueError(
-                f"weights must have shape [num_classes, {inputs.shape[1]}] to match inputs "
-                f"{inputs.shape}, got {weights_shape}")
-        labels = as_class_matrix(labels, "labels", inputs.shape[0])
-        num_classes = tf.shape(weights, out_type=tf.int64)[0]
-        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
-        tf.debugging.assert_less(labels, num_classes,
-                                 message="labels must be < num_classes (rows of weights)")
+        inputs, labels = _checked_inputs(weights, labels, inputs)
+        _assert_labels_in_range(weights, labels)
         true_logits = _class_logits(weights, biases, labels, inputs)
-        if isinstance(sampled, SampledCandidates):
-            ids = _candidate_ids(sampled)
-            sampled_logits = _class_logits(weights, biases, ids, inputs)
-            sampled_log_p = tf.cast(sampled.log_q, inputs.dtype)
-            true_log_p = tf.cast(sampled.true_log_q, inputs.dtype)
-        else:
-            if len(sampled) != 3:
-                raise ValueError("sampled must be SampledCandidates or TensorFlow's triple "
-                                 "(sampled_candidates, true_expected_count, "
-                                 f"sampled_expected_count), got {sampled!r}")
-            ids, true_expected, sampled_expected = (tf.convert_to_tensor(t) for t in sampled)
-            if ids.shape.rank != 1:
-                raise ValueError(f"sampled_candidates must have shape [S], got {ids.shape}")
-            rows = tf.gather(weights, ids)  # [S, dim]
-            sampled_logits = tf.matmul(inputs, rows, transpose_b=True)
-            if biases is not None:
-                sampled_logits += tf.gather(biases, ids)
-            log_s = tf.math.log(tf.cast(tf.shape(ids)[0], inputs.dtype))
-            sampled_log_p = tf.math.log(tf.cast(sampled_expected, inputs.dtype)) - log_s
-            sampled_log_p = tf.broadcast_to(sampled_log_p, tf.shape(sampled_logits))
-            true_log_p = tf.math.log(tf.cast(true_expected, inputs.dtype)) - log_s
+        ids, sampled_logits, log_count, true_log_count = _sampled_logits(
+            weights, biases, inputs, sampled)
+        # log p_n = log(expected count / S).
+        log_s = tf.math.log(tf.cast(tf.shape(sampled_logits)[1], inputs.dtype))
+        sampled_log_p = tf.broadcast_to(log_count - log_s, tf.shape(sampled_logits))
+        true_log_p = true_log_count - log_s
         keep = tf.ones_like(sampled_logits)
         if remove_accidental_hits:
             keep = tf.where(_is_hit(ids, labels), tf.zeros_like(keep), keep)
