@@ -149,6 +149,19 @@ absl::Status SampleUnique(int64_t num_sampled, int64_t range_max, DrawFn&& draw,
   return absl::OkStatus();
 }
 
+// A batch-shared sampler's candidates: SampleUnique with `unique`, else
+// num_sampled iid draws (num_tries = num_sampled).
+template <typename DrawFn>
+absl::Status SampleCandidates(bool unique, int64_t num_sampled, int64_t range_max,
+                              DrawFn&& draw, int64_t* sampled, float* sampled_log_q,
+                              int64_t* num_tries) {
+  *num_tries = num_sampled;
+  if (unique) {
+    return SampleUnique(num_sampled, range_max, draw, sampled, sampled_log_q, num_tries);
+  }
+  return draw(num_sampled, sampled, sampled_log_q);
+}
+
 }  // namespace tf_sampled
 
 #endif  // TF_SAMPLED_KERNELS_CANDIDATE_SAMPLING_H_

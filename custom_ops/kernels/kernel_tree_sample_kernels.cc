@@ -208,21 +208,16 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     });
     tree.SetMixtureQuery(sums, &state);
     Random rng(QuerySeed(block, 0));
-    int64_t num_tries = num_sampled_;
-    if (!unique_) {
-      OP_REQUIRES(ctx, tree.Sample(&state, num_sampled_, &rng, sampled, sampled_log_q),
-                  NonFiniteRowError(0));
-    } else {
-      // Draws from one descent are an iid sequence (Sample shuffles them), so
-      // taking them in order is exactly sequential sampling. Every class has
-      // probability >= kMinBranchProb^depth, so this ends.
-      auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
-        if (!tree.Sample(&state, n, &rng, ids, log_q)) return NonFiniteRowError(0);
-        return absl::OkStatus();
-      };
-      OP_REQUIRES_OK(ctx, SampleUnique(num_sampled_, range_max_, draw, sampled,
-                                       sampled_log_q, &num_tries));
-    }
+    // Draws from one descent are an iid sequence (Sample shuffles them), so
+    // taking them in order is exactly sequential sampling. Every class has
+    // probability >= kMinBranchProb^depth, so unique sampling ends.
+    auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
+      if (!tree.Sample(&state, n, &rng, ids, log_q)) return NonFiniteRowError(0);
+      return absl::OkStatus();
+    };
+    int64_t num_tries;
+    OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_, draw, sampled,
+                                         sampled_log_q, &num_tries));
     // The true classes' log q under the shared query, in parallel chunks.
     const int64_t* truth = true_classes.flat<int64_t>().data();
     ShardFailure failure;

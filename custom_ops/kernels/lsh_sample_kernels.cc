@@ -270,13 +270,9 @@ class LshCandidateSamplerOp : public OpKernel {
       }
       return absl::OkStatus();
     };
-    int64_t num_tries = num_sampled_;
-    if (unique_) {
-      OP_REQUIRES_OK(ctx, SampleUnique(num_sampled_, range_max_, draw, sampled,
-                                       sampled_log_q, &num_tries));
-    } else {
-      OP_REQUIRES_OK(ctx, draw(num_sampled_, sampled, sampled_log_q));
-    }
+    int64_t num_tries;
+    OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_, draw, sampled,
+                                         sampled_log_q, &num_tries));
     const int64_t* truth = true_classes.flat<int64_t>().data();
     ParallelFor(ctx, in.batch * num_true_, 4 * view.shape.num_tables,
                 [&](int64_t begin, int64_t end) {
