@@ -3,7 +3,7 @@
 // the PCA-projected inputs [batch, k]; the tree is params [C, k + 1],
 // class_of_leaf and leaf_of_class [C] (see core/aux_tree.h). The kernels
 // check everything again with messages naming the argument.
-#include "custom_ops/ops/sample_stream.h"
+#include "custom_ops/ops/sampling_shapes.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -141,19 +141,8 @@ REGISTER_OP("TfSampled>AuxTreeCandidateSampler")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(TreeQueryShape(c, &batch));
-      int64_t num_true, num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_true", &num_true));
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 5));
-      DimensionHandle s = num_sampled >= 1 ? c->MakeDim(num_sampled) : c->UnknownDim();
-      DimensionHandle t = num_true >= 1 ? c->MakeDim(num_true) : c->UnknownDim();
-      c->set_output(0, c->Vector(s));
-      c->set_output(1, c->Matrix(batch, t));
-      c->set_output(2, c->Vector(s));
-      return absl::OkStatus();
+      return CandidateSamplerShapes(c, batch, 4, 5, &true_classes);
     })
     .Doc(R"doc(
 Batch-shared candidates with TensorFlow's candidate-sampler contract, drawn

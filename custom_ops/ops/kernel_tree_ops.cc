@@ -1,6 +1,6 @@
 // Op registrations for the kernel sampling tree. Shapes are checked here as
 // far as they are known at graph time; the kernels check everything again.
-#include "custom_ops/ops/sample_stream.h"
+#include "custom_ops/ops/sampling_shapes.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -159,20 +159,12 @@ REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(TreeInputsShape(c, &batch));
-      int64_t num_true, num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_true", &num_true));
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 6));
+      TF_RETURN_IF_ERROR(CandidateSamplerShapes(c, batch, 5, 6, &true_classes));
+      int64_t num_true;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_true", &num_true));
       DimensionHandle unused;
-      TF_RETURN_IF_ERROR(
-          c->WithValue(c->Dim(true_classes, 1), num_true, &unused));
-      c->set_output(0, c->Vector(num_sampled));
-      c->set_output(1, c->Matrix(batch, num_true));
-      c->set_output(2, c->Vector(num_sampled));
-      return absl::OkStatus();
+      return c->WithValue(c->Dim(true_classes, 1), num_true, &unused);
     })
     .Doc(R"doc(
 Batch-shared candidates with TensorFlow's candidate-sampler contract: one set

@@ -2,7 +2,7 @@
 // proposal; see core/lsh_proposal.h). The table state (buckets, counts,
 // codes) and the embeddings are variables read in place through their
 // handles, so their shapes are checked by the kernels.
-#include "custom_ops/ops/sample_stream.h"
+#include "custom_ops/ops/sampling_shapes.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -173,19 +173,8 @@ REGISTER_OP("TfSampled>LshCandidateSampler")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(LshQueryShape(c, &batch));
-      int64_t num_true, num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_true", &num_true));
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
       ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 6));
-      DimensionHandle s = num_sampled >= 0 ? c->MakeDim(num_sampled) : c->UnknownDim();
-      DimensionHandle t = num_true >= 0 ? c->MakeDim(num_true) : c->UnknownDim();
-      c->set_output(0, c->Vector(s));
-      c->set_output(1, c->Matrix(batch, t));
-      c->set_output(2, c->Vector(s));
-      return absl::OkStatus();
+      return CandidateSamplerShapes(c, batch, 5, 6, &true_classes);
     })
     .Doc(R"doc(
 Batch-shared candidates with TensorFlow's candidate-sampler contract, drawn
