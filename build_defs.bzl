@@ -28,6 +28,7 @@ def tf_sampled_op_library(name, srcs = [], hdrs = [], deps = [], copts = [], lin
         copts = [
             "-std=c++17",
             "-O3",
+            "-fno-math-errno",  # as setup.py: sqrt loops vectorize
             "-pthread",
             # As setup.py: TF/Eigen/absl headers trip these.
             "-Wno-deprecated-declarations",

@@ -5,7 +5,7 @@ Parts (--parts, comma-separated):
   optimizers  one optimizer step on a [C, 64] table (C = 1M) whose gradient is
               the IndexedSlices of a sampled-softmax batch (B (S + 1) = 16,640
               gathered rows): Keras' SGD, SGD+momentum, Adam, Adagrad against
-              tf_sampled's LazyAdam and SparseAdagrad, timed side by side.
+              tf_sampled's SparseSGD, LazyAdam and SparseAdagrad, timed side by side.
   fit         model.fit ms/step at C = 1M, d = 128, B = 256, S = 64 with the
               layer (kernel sampler, LazyAdam; with and without the per-step
               refresh of touched rows), against the bare per-example step of
@@ -69,6 +69,7 @@ def optimizer_part(args, log):
     upstream = tf.random.stateless_normal([rows, dim], [0, 4])
     optimizers = {
         "SGD": keras.optimizers.SGD(0.1),
+        "SparseSGD": tfs.optimizers.SparseSGD(0.1),
         "LazyAdam": tfs.optimizers.LazyAdam(1e-3),
         "SparseAdagrad": tfs.optimizers.SparseAdagrad(0.1),
         "Adam": keras.optimizers.Adam(1e-3),

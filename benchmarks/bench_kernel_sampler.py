@@ -220,9 +220,13 @@ def fmt_bytes(n):
 # The step functions.
 
 
-def apply_sgd(variables, grads):
+def apply_sgd(variables, grads, use_op=False):
+    """Plain SGD: sparse gradients by `scatter_sub` (what Keras' SGD runs) or,
+    with use_op, by tf_sampled's multi-threaded `SparseApplySgd` op."""
     for var, grad in zip(variables, grads):
-        if isinstance(grad, tf.IndexedSlices):
+        if use_op and isinstance(grad, tf.IndexedSlices):
+            assert tfs.optimizers.sparse_apply.sgd(var, grad, LEARNING_RATE)
+        elif isinstance(grad, tf.IndexedSlices):
             var.scatter_sub(tf.IndexedSlices(LEARNING_RATE * grad.values, grad.indices,
                                              grad.dense_shape))
         else:

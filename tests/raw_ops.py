@@ -2,7 +2,8 @@
 
 The sampling ops take nodes, embeddings and biases as variable handles (the
 LSH ops: buckets, counts, codes and embeddings), the resource form of the
-fused loss its weights and biases; tests that feed arbitrary (also
+fused loss its weights and biases, the sparse optimizer steps the variable
+and its slots; tests that feed arbitrary (also
 malformed) arrays wrap each in a fresh variable.
 """
 import numpy as np
@@ -15,6 +16,9 @@ _HANDLE_ARGS = {
     "tf_sampled_kernel_tree_log_prob": ("nodes", "embeddings", "biases"),
     "tf_sampled_kernel_tree_candidate_sampler": ("nodes", "embeddings", "biases"),
     "tf_sampled_resource_sampled_softmax_loss": ("weights", "biases"),
+    "tf_sampled_sparse_apply_sgd": ("var",),
+    "tf_sampled_sparse_apply_lazy_adam": ("var", "m", "v"),
+    "tf_sampled_sparse_apply_adagrad": ("var", "accumulator"),
 }
 # Every LSH op: whichever of these it takes.
 _LSH_HANDLE_ARGS = ("buckets", "counts", "codes", "embeddings")

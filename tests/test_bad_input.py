@@ -141,6 +141,7 @@ def call_raw(ops, op, setup, **overrides):
 
 RAW_OPS = ["build", "update", "sample", "log_prob", "candidate_sampler"]
 LOSS_OPS = ["loss", "resource_loss", "loss_grad"]
+SPARSE_APPLY_OPS = ["sparse_sgd", "sparse_lazy_adam", "sparse_adagrad"]
 QUERY_OPS = ["sample", "log_prob", "candidate_sampler"]
 IDS_ARG = {"sample": "true_classes", "log_prob": "classes",
            "candidate_sampler": "true_classes"}
@@ -1148,6 +1149,36 @@ FUZZ_SCRIPT = textwrap.dedent('''
                     sampled=maybe(p, sampled, lambda: id_arg(sampled, s["c"])))
 
 
+    def call_sparse_apply(s, p, slots, scalars):
+        shape = pick([(s["c"], s["d"]), (s["c"],), (s["c"], s["d"], 2)])
+        n = int(rng.integers(0, 5))
+        ids = rng.integers(0, s["c"], size=n).astype(pick([np.int64, np.int32]))
+        grads = randn((n,) + shape[1:])
+        kwargs = {}
+        for name in ("var",) + slots:
+            value = np.abs(randn(shape))
+            kwargs[name] = maybe(p, value, lambda: float_arg(value))
+        kwargs["indices"] = maybe(p, ids, lambda: id_arg(ids, s["c"]))
+        kwargs["grads"] = maybe(p, grads, lambda: float_arg(grads))
+        for name in scalars:
+            kwargs[name] = maybe(p, np.float32(rng.random()), lambda: pick(
+                [np.float32(np.nan), np.float32(-np.inf), np.array([0.1], np.float32),
+                 np.float64(0.1), np.zeros([0], np.float32)]))
+        return kwargs
+
+
+    def call_sparse_sgd(s, p):
+        return call_sparse_apply(s, p, (), ("lr",))
+
+
+    def call_sparse_lazy_adam(s, p):
+        return call_sparse_apply(s, p, ("m", "v"), ("lr", "beta1", "beta2", "epsilon"))
+
+
+    def call_sparse_adagrad(s, p):
+        return call_sparse_apply(s, p, ("accumulator",), ("lr", "epsilon"))
+
+
     def describe(kwargs):
         parts = []
         for key, value in kwargs.items():
@@ -1172,7 +1203,10 @@ FUZZ_SCRIPT = textwrap.dedent('''
            ("loss", lib.tf_sampled_sampled_softmax_loss, call_loss),
            ("resource_loss", lib.tf_sampled_resource_sampled_softmax_loss,
             call_resource_loss),
-           ("loss_grad", lib.tf_sampled_sampled_softmax_loss_grad, call_loss_grad)]
+           ("loss_grad", lib.tf_sampled_sampled_softmax_loss_grad, call_loss_grad),
+           ("sparse_sgd", lib.tf_sampled_sparse_apply_sgd, call_sparse_sgd),
+           ("sparse_lazy_adam", lib.tf_sampled_sparse_apply_lazy_adam, call_sparse_lazy_adam),
+           ("sparse_adagrad", lib.tf_sampled_sparse_apply_adagrad, call_sparse_adagrad)]
     counts = {name: [0, 0] for name, _, _ in OPS}
     bad_outputs = []
     for i in range(NUM_CALLS):
@@ -1205,7 +1239,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     sys.exit(1 if bad_outputs else 0)
 ''')
 
-FUZZ_SEED, FUZZ_CALLS = 1234, 640
+FUZZ_SEED, FUZZ_CALLS = 1234, 880
 
 
 def run_fuzz(script, seed, num_calls, op_names):
@@ -1226,4 +1260,4 @@ def run_fuzz(script, seed, num_calls, op_names):
 
 
 def test_fuzz_raw_ops_never_kill_the_process():
-    run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, RAW_OPS + LOSS_OPS)
+    run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, RAW_OPS + LOSS_OPS + SPARSE_APPLY_OPS)

@@ -32,6 +32,10 @@ _NO_GRADIENT_OPS = (
     "TfSampled>AuxTreeSample",
     "TfSampled>AuxTreeLogProb",
     "TfSampled>AuxTreeCandidateSampler",
+    # Optimizer steps: they update variables in place and return nothing.
+    "TfSampled>SparseApplySgd",
+    "TfSampled>SparseApplyLazyAdam",
+    "TfSampled>SparseApplyAdagrad",
     # Second-order gradients of the fused loss are not provided.
     "TfSampled>SampledSoftmaxLossGrad",
 )

@@ -59,7 +59,7 @@ def build(arch=DEFAULT_ARCH, out_dir=BUILD_DIR, force=False):
     newest = max(os.path.getmtime(p) for p in sources() + headers)
     if not force and os.path.exists(output) and os.path.getmtime(output) > newest:
         return output
-    command = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC",
+    command = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC,-fno-math-errno",
                "-lineinfo", "-I" + ROOT] + sources() + ["-o", output]
     print(" ".join(command), flush=True)
     subprocess.check_call(command)

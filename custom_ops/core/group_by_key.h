@@ -17,7 +17,8 @@ struct KeyGroups {
 };
 
 // Groups positions 0..n-1 by keys[i] in [0, max_key] (a stable LSD radix
-// sort: within a group, positions stay ascending). Consumes `keys`.
+// sort: within a group, positions stay ascending; keys already distinct and
+// ascending are taken as they are). Consumes `keys`.
 void GroupByKey(std::vector<int64_t> keys, int64_t max_key, KeyGroups* groups);
 
 }  // namespace tf_sampled

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -57,15 +58,19 @@ inline absl::Status CheckClassIds(const Tensor& ids, int64_t num_classes,
   return absl::OkStatus();
 }
 
-// The variables a sampling op reads in place (the class table can be GBs: a
-// dense read of a variable in copy-on-read mode, which any sparse update
-// turns on, would copy it on every call). Holds shared locks on them for the
-// op's lifetime, taken in address order like TensorFlow's training ops take
-// theirs, so lock order cannot deadlock.
+// The variables an op reads in place (the class table can be GBs: a dense
+// read of a variable in copy-on-read mode, which any sparse update turns on,
+// would copy it on every call), or updates in place (the sparse optimizer
+// steps). Holds locks on them for the op's lifetime, shared to read and
+// exclusive to write, taken in address order like TensorFlow's training ops
+// take theirs, so lock order cannot deadlock.
 class LockedVariables {
  public:
+  enum class Access { kRead, kWrite };
+
   absl::Status Lock(OpKernelContext* ctx,
-                    const std::vector<std::pair<int, const char*>>& inputs) {
+                    const std::vector<std::pair<int, const char*>>& inputs,
+                    Access access = Access::kRead) {
     for (const auto& [index, name] : inputs) {
       ::tensorflow::core::RefCountPtr<::tensorflow::Var> var;
       const absl::Status status =
@@ -74,6 +79,12 @@ class LockedVariables {
         return errors::InvalidArgument(name, " must be a variable handle: ",
                                        status.message());
       }
+      for (size_t j = 0; access == Access::kWrite && j < vars_.size(); ++j) {
+        if (vars_[j].get() == var.get()) {
+          return errors::InvalidArgument(name, " and ", inputs[j].second,
+                                         " must be different variables");
+        }
+      }
       vars_.push_back(std::move(var));
     }
     std::vector<::tensorflow::Var*> order;
@@ -81,7 +92,11 @@ class LockedVariables {
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
     for (::tensorflow::Var* var : order) {
-      locks_.push_back(std::make_unique<::tensorflow::tf_shared_lock>(*var->mu()));
+      if (access == Access::kWrite) {
+        write_locks_.push_back(std::make_unique<::tensorflow::mutex_lock>(*var->mu()));
+      } else {
+        read_locks_.push_back(std::make_unique<::tensorflow::tf_shared_lock>(*var->mu()));
+      }
     }
     for (size_t i = 0; i < vars_.size(); ++i) {
       if (!vars_[i]->is_initialized) {
@@ -95,9 +110,30 @@ class LockedVariables {
   // The i-th locked variable's value; valid while this object lives.
   const Tensor& tensor(int i) const { return *vars_[i]->tensor(); }
 
+  // Access::kWrite only: the i-th variable's buffer, made exclusive first. A
+  // buffer another tensor still shares (a dense read's snapshot) is copied,
+  // and the variable switches to copy-on-read so later dense reads copy
+  // instead (what TensorFlow's own sparse updates do).
+  absl::Status MutableTensor(OpKernelContext* ctx, int i, Tensor** out) {
+    ::tensorflow::Var* var = vars_[i].get();
+    Tensor* tensor = var->tensor();
+    if (!tensor->RefCountIsOne()) {
+      Tensor copy;
+      TF_RETURN_IF_ERROR(ctx->allocate_temp(tensor->dtype(), tensor->shape(), &copy));
+      if (tensor->TotalBytes() > 0) {
+        std::memcpy(copy.data(), tensor->data(), tensor->TotalBytes());
+      }
+      *tensor = copy;
+    }
+    var->copy_on_read_mode.store(true);
+    *out = tensor;
+    return absl::OkStatus();
+  }
+
  private:
   std::vector<::tensorflow::core::RefCountPtr<::tensorflow::Var>> vars_;
-  std::vector<std::unique_ptr<::tensorflow::tf_shared_lock>> locks_;
+  std::vector<std::unique_ptr<::tensorflow::tf_shared_lock>> read_locks_;
+  std::vector<std::unique_ptr<::tensorflow::mutex_lock>> write_locks_;
 };
 
 inline absl::Status CheckDtype(const Tensor& t, ::tensorflow::DataType dtype,

@@ -2,3 +2,4 @@
 from tf_sampled.optimizers.densify import densifying_reason
 from tf_sampled.optimizers.lazy_adam import LazyAdam
 from tf_sampled.optimizers.sparse_adagrad import SparseAdagrad
+from tf_sampled.optimizers.sparse_sgd import SparseSGD

@@ -3,6 +3,7 @@ import keras
 
 from tf_sampled.optimizers.lazy_adam import LazyAdam
 from tf_sampled.optimizers.sparse_adagrad import SparseAdagrad
+from tf_sampled.optimizers.sparse_sgd import SparseSGD
 
 
 def densifying_reason(optimizer):
@@ -11,7 +12,7 @@ def densifying_reason(optimizer):
     Keras 3's optimizers evaluate their update with dense arithmetic on the
     moment slots (Adam, Adagrad, RMSprop, ..., SGD with momentum), and weight
     decay and EMA touch every weight; only plain SGD and this package's
-    `LazyAdam` / `SparseAdagrad` keep a step O(rows touched).
+    `SparseSGD` / `LazyAdam` / `SparseAdagrad` keep a step O(rows touched).
 
     Args:
       optimizer: a `keras.optimizers.Optimizer`.
@@ -26,9 +27,9 @@ def densifying_reason(optimizer):
         return f"{name} has use_ema=True, which averages every row"
     if isinstance(optimizer, (LazyAdam, SparseAdagrad)):
         return None
-    if type(optimizer) is keras.optimizers.SGD:  # pylint: disable=unidiomatic-typecheck
+    if type(optimizer) in (keras.optimizers.SGD, SparseSGD):  # pylint: disable=unidiomatic-typecheck
         if optimizer.momentum:
             return f"SGD with momentum={optimizer.momentum} keeps a dense momentum slot"
         return None
     return (f"{name} updates its slots and weights densely in Keras 3 (it is not one of "
-            f"SGD without momentum, tf_sampled.optimizers.LazyAdam, SparseAdagrad)")
+            f"SGD without momentum, tf_sampled.optimizers.SparseSGD, LazyAdam, SparseAdagrad)")

@@ -2,6 +2,8 @@
 import keras
 import tensorflow as tf
 
+from tf_sampled.optimizers import sparse_apply
+
 
 def _sum_duplicates(gradient):
     """(unique indices [n], summed rows [n, ...]) of an IndexedSlices gradient."""
@@ -39,6 +41,9 @@ class LazyAdam(keras.optimizers.Adam):
         alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
+        if not self.amsgrad and sparse_apply.lazy_adam(
+                variable, m, v, gradient, alpha, beta_1, beta_2, self.epsilon):
+            return None
 
         ids, grad = _sum_duplicates(gradient)
         grad = tf.cast(grad, dtype)

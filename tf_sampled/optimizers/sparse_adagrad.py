@@ -2,6 +2,7 @@
 import keras
 import tensorflow as tf
 
+from tf_sampled.optimizers import sparse_apply
 from tf_sampled.optimizers.lazy_adam import _sum_duplicates
 
 
@@ -16,6 +17,10 @@ class SparseAdagrad(keras.optimizers.Adagrad):
     where this one costs O(rows touched). Repeated rows of an IndexedSlices
     gradient are summed before squaring, as in the dense gradient (Keras'
     Adagrad squares them one by one). Arguments are Adagrad's.
+
+    A sparse step on float32 CPU variables is one multi-threaded op
+    (`TfSampled>SparseApplyAdagrad`); other variables (mirrored, GPU, other
+    dtypes) take the same update in plain TensorFlow ops.
     """
 
     def update_step(self, gradient, variable, learning_rate):
@@ -23,6 +28,9 @@ class SparseAdagrad(keras.optimizers.Adagrad):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         accumulator = self._accumulators[self._get_variable_index(variable)]
+        if sparse_apply.adagrad(variable, accumulator, gradient, learning_rate,
+                                self.epsilon):
+            return None
         ids, grad = _sum_duplicates(gradient)
         grad = tf.cast(grad, dtype)
         acc_rows = tf.gather(accumulator.value, ids) + tf.square(grad)
