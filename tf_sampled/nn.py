@@ -167,6 +167,14 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
         return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
+def check_regularizer(value, name="regularizer"):
+    """The negative-sampling regulariser lambda as a float >= 0, or ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regularizer=0.0,
                            remove_accidental_hits=False, name=None):
     """The negative-sampling (logistic) loss of Bamler & Mandt (2020), per example.
@@ -196,9 +204,7 @@ def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regulari
     Returns:
       [batch] float losses.
     """
-    if isinstance(regularizer, bool) or not isinstance(regularizer, (int, float)) or not (
-            0 <= regularizer < float("inf")):
-        raise ValueError(f"regularizer must be a finite number >= 0, got {regularizer!r}")
+    regularizer = check_regularizer(regularizer)
     with tf.name_scope(name or "negative_sampling_loss"):
         inputs, labels = _checked_inputs(weights, labels, inputs)
         _assert_labels_in_range(weights, labels)

@@ -32,9 +32,10 @@ class SampledSoftmaxModel(keras.Model):
       `loss` (the sampled loss) and `sampler_ess` (effective sample size of the
       negatives' importance weights over S: near 1 for a proposal close to the
       model's softmax, small for a poor or stale one).
-    - `evaluate` computes the full softmax in class chunks: `loss` (full
-      cross-entropy, nats), `perplexity` and `top_k_accuracy` for the layer's
-      eval_top_k.
+    - `evaluate` computes the full softmax of the layer's scores (logits, or
+      logits + log p_n(y|x) with loss="negative_sampling") in class chunks:
+      `loss` (full cross-entropy, nats), `perplexity` and `top_k_accuracy`
+      for the layer's eval_top_k.
     - `predict`, calling the model and `export` give the layer's inference
       output (full logits, probabilities or top-k) from plain TensorFlow ops.
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 from tf_sampled import nn
 from tf_sampled.layers import chunked
 from tf_sampled.layers import metrics as metrics_lib
+from tf_sampled.layers import noise as noise_lib
 from tf_sampled.layers import refresh as refresh_lib
 from tf_sampled.layers import sampler_spec
 from tf_sampled.samplers import base
@@ -40,10 +41,29 @@ class SampledSoftmax(keras.layers.Layer):
     (inference, `model.predict`, a served SavedModel) gives the full softmax
     with plain TensorFlow ops only. Training goes through `sampled_loss`
     (which `tf_sampled.layers.SampledSoftmaxModel.fit` calls): S negatives per
-    example (or shared by the batch) from the sampler, the log-q corrected
-    `tf_sampled.nn.sampled_softmax_loss`, never a [batch, num_classes] tensor;
-    `update_sampler` then brings the sampler's state up to date with the rows
-    the optimizer changed.
+    example (or shared by the batch) from the sampler and a sampled loss,
+    never a [batch, num_classes] tensor; `update_sampler` then brings the
+    sampler's state up to date with the rows the optimizer changed.
+
+    Two losses:
+    - "sampled_softmax": the log-q corrected `tf_sampled.nn.sampled_softmax_loss`
+      (any sampler); the logits are the model's scores as they are.
+    - "negative_sampling": the logistic loss of Bamler & Mandt (2020),
+      `tf_sampled.nn.negative_sampling_loss`, against negatives drawn iid from
+      the sampler's noise p_n(.|x). Its logits converge to log p(y|x) -
+      log p_n(y|x) + const(x), so the layer's scores (call, top_k,
+      probabilities, the full-softmax evaluation, an exported SavedModel) are
+      logits + log p_n(y|x), computed for all classes with plain TensorFlow
+      ops. Allowed samplers: "adversarial" (per-example negatives; the
+      paper's method, p_n fitted to the data), "uniform", "log_uniform",
+      "unigram", "learned_unigram" (the paper's baselines; log p_n is a
+      per-class constant: -log C, Zipf, the counts, the counts learned so
+      far) or instances of their classes. The kernel and LSH
+      samplers follow the table being trained, whose log p_n is no fixed
+      noise to correct by: they raise a ValueError, as do batch-shared
+      negatives with the adversarial sampler (they come from the batch's
+      mixture) or with unique=True (not iid draws), and
+      remove_accidental_hits=True (it moves the optimum).
 
     Args:
       num_classes: C, number of classes.
@@ -55,18 +75,25 @@ class SampledSoftmax(keras.layers.Layer):
         feature_map, leaf_size, incremental), "lsh" (an `LSHSampler` over the
         class embeddings; sampler_options num_tables, num_hashes,
         bucket_size, family, bin_size, query, epsilon, seed: the hash
-        functions' seed), or a `tf_sampled.samplers.Sampler`
+        functions' seed), "adversarial" (an `AdversarialSampler` loaded
+        from sampler_options path, a file written by its `save`, fitted on
+        the inputs this layer receives), or a `tf_sampled.samplers.Sampler`
         instance for num_classes classes (and inputs of the layer's dim).
       sampler_options: dict of options for a sampler given by name.
       shared_negatives: draw one set of S negatives for the whole batch
         (TensorFlow's candidate-sampler contract) instead of S per example.
       unique: with shared negatives, draw S distinct classes (TensorFlow's
-        `unique=True`).
+        `unique=True`); must be False for shared negative sampling.
       remove_accidental_hits: drop a sampled negative equal to the true class.
+        None: True with the sampled softmax, False with negative sampling
+        (True raises a ValueError there).
       subtract_log_q_true: also correct the true logit by log(S q(true)).
-      output: "logits" or "probabilities" (what calling the layer returns).
+        Sampled softmax only; None: True.
+      output: "logits" or "probabilities" (what calling the layer returns:
+        the scores, or their softmax).
       top_k: None, or k: calling the layer returns {"scores": [batch, k],
-        "ids": [batch, k] int64} (the k best classes) instead of [batch, C].
+        "ids": [batch, k] int64} (the k best classes by score, as logits or
+        probabilities) instead of [batch, C].
       refresh_touched: after each step refresh the sampler on the rows the step
         touched (true classes and negatives).
       refresh_every: None, or N: rebuild the sampler's state from the whole
@@ -87,16 +114,20 @@ class SampledSoftmax(keras.layers.Layer):
         same seed gives the same samples, also in a restored model. None: the
         sampler's own stream, started at random when it is built (Python's
         `random`, which `keras.utils.set_random_seed` seeds) and saved with it.
+      loss: "sampled_softmax" or "negative_sampling" (see above).
+      negative_sampling_regularizer: lambda >= 0 of the paper's optional
+        regulariser lambda [(xi_y + log p_n(y|x))^2 + sum_s (xi_s +
+        log p_n(s|x))^2]; must be 0 with the sampled softmax.
       **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
     """
 
     def __init__(self, num_classes, num_sampled=64, sampler="log_uniform",
                  sampler_options=None, shared_negatives=False, unique=True,
-                 remove_accidental_hits=True, subtract_log_q_true=True, output="logits",
+                 remove_accidental_hits=None, subtract_log_q_true=None, output="logits",
                  top_k=None, refresh_touched=True, refresh_every=None, refresh_slice=None,
                  eval_top_k=(1, 5), eval_chunk_size=chunked.DEFAULT_CHUNK_SIZE, ess_rows=32,
                  use_bias=True, kernel_initializer=None, bias_initializer="zeros", seed=None,
-                 **kwargs):
+                 loss="sampled_softmax", negative_sampling_regularizer=0.0, **kwargs):
         super().__init__(**kwargs)
         # The sampling ops have no XLA kernels: Keras must not jit-compile a
         # model holding this layer (it falls back to jit_compile=False).
@@ -122,8 +153,11 @@ class SampledSoftmax(keras.layers.Layer):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.shared_negatives = bool(shared_negatives)
         self.unique = bool(unique)
-        self.remove_accidental_hits = bool(remove_accidental_hits)
-        self.subtract_log_q_true = bool(subtract_log_q_true)
+        self.loss_kind = loss
+        (self.remove_accidental_hits, self.subtract_log_q_true,
+         self.negative_sampling_regularizer) = noise_lib.check_options(
+             loss, self._sampler_spec, self.shared_negatives, self.unique,
+             remove_accidental_hits, subtract_log_q_true, negative_sampling_regularizer)
         self.output_kind = output
         self.top_k = top_k
         self.refresh_touched = bool(refresh_touched)
@@ -135,6 +169,8 @@ class SampledSoftmax(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed = seed
         self.sampler = None
+        # log p_n(y|x), added to the logits of a layer trained by negative sampling.
+        self._noise = None
         self.input_spec = keras.layers.InputSpec(min_ndim=2, max_ndim=2)
 
     def build(self, input_shape):
@@ -157,12 +193,17 @@ class SampledSoftmax(keras.layers.Layer):
         self.sampler = sampler_spec.make_sampler(
             self._sampler_spec, self.sampler_options, self.num_classes, dim, self.kernel,
             self.bias)
+        if self.loss_kind == "negative_sampling":
+            self._noise = noise_lib.correction_for(self.sampler)
         self.input_spec = keras.layers.InputSpec(ndim=2, axes={-1: dim})
 
     # ---- inference: the full softmax, plain TensorFlow ops only ----
 
     def call(self, inputs):
-        """Full logits or probabilities ([batch, C]), or the top-k of them.
+        """Full scores or probabilities ([batch, C]), or the top-k of them.
+
+        The scores are the logits inputs @ kernel^T + bias, plus log p_n(y|x)
+        with loss="negative_sampling".
 
         Args:
           inputs: [batch, dim] float.
@@ -174,6 +215,9 @@ class SampledSoftmax(keras.layers.Layer):
         logits = tf.matmul(inputs, tf.cast(self.kernel, inputs.dtype), transpose_b=True)
         if self.bias is not None:
             logits += tf.cast(self.bias, inputs.dtype)
+        if self._noise is not None:
+            # [batch or 1, C], broadcast over the batch for input-free noise.
+            logits += tf.cast(self._noise.all(tf.cast(inputs, tf.float32)), inputs.dtype)
         scores = tf.nn.softmax(logits) if self.output_kind == "probabilities" else logits
         if self.top_k is None:
             return scores
@@ -219,7 +263,10 @@ class SampledSoftmax(keras.layers.Layer):
             return tf.identity(labels)
 
     def sampled_loss(self, inputs, labels):
-        """Sampled-softmax losses of a batch, and what the step needs afterwards.
+        """Sampled losses of a batch, and what the step needs afterwards.
+
+        The log-q corrected sampled softmax, or with loss="negative_sampling"
+        the logistic loss of Bamler & Mandt (`tf_sampled.nn.negative_sampling_loss`).
 
         Args:
           inputs: [batch, dim] float layer inputs h.
@@ -242,10 +289,16 @@ class SampledSoftmax(keras.layers.Layer):
             sampled = self.sampler.sample(inputs, self.num_sampled, true_classes=labels,
                                           seed=self.seed)
             ids, log_q = sampled.ids, sampled.log_q
-        losses = nn.sampled_softmax_loss(
-            weights, biases, labels, inputs, sampled,
-            remove_accidental_hits=self.remove_accidental_hits,
-            subtract_log_q_true=self.subtract_log_q_true)
+        if self.loss_kind == "negative_sampling":
+            losses = nn.negative_sampling_loss(
+                weights, biases, labels, inputs, sampled,
+                regularizer=self.negative_sampling_regularizer,
+                remove_accidental_hits=self.remove_accidental_hits)
+        else:
+            losses = nn.sampled_softmax_loss(
+                weights, biases, labels, inputs, sampled,
+                remove_accidental_hits=self.remove_accidental_hits,
+                subtract_log_q_true=self.subtract_log_q_true)
         touched = tf.concat([tf.reshape(labels, [-1]), tf.reshape(ids, [-1])], 0)
         return losses, touched, self._ess(inputs, labels, ids, log_q)
 
@@ -261,6 +314,10 @@ class SampledSoftmax(keras.layers.Layer):
         logits = tf.einsum("bd,bsd->bs", inputs, tf.gather(weights, ids))
         if biases is not None:
             logits += tf.gather(biases, ids)
+        if self._noise is not None:
+            # The model's distribution is exp(xi + log p_n) and the proposal
+            # p_n: the importance weights are exp(xi).
+            log_q = tf.zeros_like(log_q)
         valid = tf.not_equal(ids, labels) if self.remove_accidental_hits else None
         return tf.stop_gradient(metrics_lib.importance_ess(logits, log_q, valid))
 
@@ -285,7 +342,9 @@ class SampledSoftmax(keras.layers.Layer):
     def full_softmax_stats(self, inputs, labels):
         """Full-softmax cross-entropy [batch] and true-class rank [batch] int64.
 
-        Computed in chunks of eval_chunk_size classes (memory O(batch * chunk)).
+        Computed in chunks of eval_chunk_size classes (memory O(batch * chunk)),
+        on the scores `call` gives (with loss="negative_sampling", logits +
+        log p_n(y|x)).
 
         Args:
           inputs: [batch, dim] float.
@@ -295,7 +354,7 @@ class SampledSoftmax(keras.layers.Layer):
         labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
         weights, biases = self._table()
         return chunked.full_softmax_stats(weights, biases, labels, inputs,
-                                          self.eval_chunk_size)
+                                          self.eval_chunk_size, chunks=self._noise)
 
     # ---- persistence ----
 
@@ -338,4 +397,5 @@ class SampledSoftmax(keras.layers.Layer):
             kernel_initializer=(keras.initializers.serialize(self.kernel_initializer)
                                 if self.kernel_initializer is not None else None),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            seed=self.seed)
+            seed=self.seed, loss=self.loss_kind,
+            negative_sampling_regularizer=self.negative_sampling_regularizer)

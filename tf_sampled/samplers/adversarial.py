@@ -52,7 +52,9 @@ class AdversarialSampler(base.Sampler):
     Train with `tf_sampled.nn.negative_sampling_loss` and predict with
     `correct_logits` (score = xi + log p_n(y|x), the paper's theorem), or use
     the sampler with `tf_sampled.nn.sampled_softmax_loss` (log q corrected)
-    like any other.
+    like any other. The Keras layer does either: `SampledSoftmax(...,
+    sampler="adversarial", loss="negative_sampling")` adds log p_n at
+    inference and in its evaluation.
 
     State (non-trainable variables, checkpointed with the sampler):
       mean: [dim] input mean; projection: [dim, k] whitened PCA basis.
@@ -271,16 +273,99 @@ class AdversarialSampler(base.Sampler):
         """log p_n(y | inputs[b]) for every class: [batch, num_classes].
 
         Plain TensorFlow ops only (a serving graph stays free of custom ops):
-        all node logits in one matmul, O(batch C k), then the heap's levels
-        top-down, O(batch C) in all.
+        the node logits of each heap level in one matmul, top-down, O(batch C k)
+        in all.
         """
         return all_log_probs(self.project(inputs), self.params, self.leaf_of_class, dtype=dtype)
+
+    @property
+    def num_subtrees(self):
+        """P = 2^floor(log2 C): the subtrees `subtree_log_probs` splits the classes into."""
+        return _frontier_size(self.num_classes)
+
+    def subtree_log_probs(self, inputs, start, stop, dtype=tf.float32):
+        """log p_n of the classes in subtrees [start, stop) (of `num_subtrees`).
+
+        The classes in chunks, for a full-softmax evaluation that never holds
+        [batch, num_classes]: each subtree holds one or two classes, and
+        subtrees [0, num_subtrees) hold every class once. Plain TensorFlow,
+        O(batch ((stop - start) + log C) k).
+
+        Args:
+          inputs: [batch, dim] float.
+          start, stop: int scalars (tensors too), 0 <= start < stop <= num_subtrees.
+          dtype: computation dtype.
+
+        Returns:
+          (classes [n] int64, log_p [batch, n]) with stop - start <= n <=
+          2 (stop - start).
+        """
+        slots, log_p = subtree_log_probs(self.project(inputs), self.params, start, stop,
+                                         dtype=dtype)
+        return tf.gather(self.class_of_leaf, slots), log_p
 
     def correct_logits(self, logits, inputs):
         """Prediction scores xi + log p_n(y|x) for a model trained by negative
         sampling against this sampler (Bamler & Mandt, Thm. 1): [batch, C]."""
         logits = tf.convert_to_tensor(logits)
         return logits + tf.cast(self.all_log_probs(inputs), logits.dtype)
+
+
+def _frontier_size(num_classes):
+    """P = 2^floor(log2 C): the nodes of the heap's last full level, [P, 2P)."""
+    return 1 << (num_classes.bit_length() - 1)
+
+
+def subtree_log_probs(projected, params, start, stop, dtype=tf.float32):
+    """log p_n(leaf | x) of the leaves under nodes [P + start, P + stop), plain TensorFlow.
+
+    The heap over C leaves (nodes C..2C-1) has its last full level at depth
+    floor(log2 C): nodes [P, 2P), P <= C < 2P. A node there below C is
+    internal with two leaf children (in [2P, 2C)); one at or above C is a
+    leaf. So these P subtrees partition the leaves, and a contiguous range of
+    them has contiguous ancestors on every level above: the walk down costs
+    O(batch (n + log C) k) for n subtrees, never O(batch C).
+
+    Args:
+      projected: [batch, k] projected inputs x~.
+      params: [C, k + 1] node regressions (static C >= 2).
+      start, stop: int scalars, 0 <= start < stop <= P.
+      dtype: computation dtype.
+
+    Returns:
+      (slots [n] int64 leaf slots (heap id - C), log_p [batch, n]); over
+      [0, P) the slots are 0..C-1 in order.
+    """
+    params = tf.cast(tf.convert_to_tensor(params), dtype)
+    num_classes = params.shape[0]
+    depth = num_classes.bit_length() - 1
+    frontier = 1 << depth
+    x = tf.cast(projected, dtype)
+    batch = tf.shape(x)[0]
+    # int32 ranges: heap ids stay below 2C (int32 covers C up to 2^30).
+    first = frontier + tf.cast(start, tf.int32)
+    last = frontier + tf.cast(stop, tf.int32)  # exclusive
+
+    def children(log_p, lo, hi):
+        """log P of nodes [2 lo, 2 hi) from that of internal nodes [lo, hi)."""
+        rows = params[lo:hi]
+        z = tf.matmul(x, rows[:, :-1], transpose_b=True) + rows[:, -1]
+        pair = tf.stack([log_p + tf.math.log_sigmoid(-z), log_p + tf.math.log_sigmoid(z)], 2)
+        return tf.reshape(pair, [batch, 2 * (hi - lo)])
+
+    log_p, lo, hi = tf.zeros([batch, 1], dtype), 1, 2  # the root
+    for level in range(1, depth + 1):
+        shift = depth - level  # ancestors of [first, last) on this level
+        new_lo = tf.bitwise.right_shift(first, shift)
+        new_hi = tf.bitwise.right_shift(last - 1, shift) + 1
+        log_p = children(log_p, lo, hi)[:, new_lo - 2 * lo:new_hi - 2 * lo]
+        lo, hi = new_lo, new_hi
+    # [first, last): internal nodes first (ids < C), then leaves.
+    inner = tf.clip_by_value(num_classes, first, last)
+    leaves = log_p[:, inner - first:]
+    below = children(log_p[:, :inner - first], first, inner)
+    slots = tf.concat([tf.range(inner, last), tf.range(2 * first, 2 * inner)], 0) - num_classes
+    return tf.cast(slots, tf.int64), tf.concat([leaves, below], 1)
 
 
 def all_log_probs(projected, params, leaf_of_class, dtype=tf.float32):
@@ -295,28 +380,8 @@ def all_log_probs(projected, params, leaf_of_class, dtype=tf.float32):
     Returns:
       [batch, C] log-probabilities (rows sum to 1 in probability).
     """
-    params = tf.cast(tf.convert_to_tensor(params), dtype)
-    num_classes = params.shape[0]
-    x = tf.cast(projected, dtype)
-    # Logits of internal nodes 1..C-1: column v - 1 is node v.
-    logits = tf.matmul(x, params[1:, :-1], transpose_b=True) + params[1:, -1]
-    batch = tf.shape(x)[0]
-    level = tf.zeros([batch, 1], dtype)  # log P(reach node) for level 0 = [1]
-    lo = 1
-    leaves = []
-    while lo < 2 * num_classes:
-        # This level holds nodes [lo, min(2 lo, 2 C)); those >= C are leaves.
-        if lo < num_classes:
-            hi = min(2 * lo, num_classes)  # internal nodes of this level
-            z = logits[:, lo - 1:hi - 1]
-            parent = level[:, :hi - lo]
-            children = tf.stack([parent + tf.math.log_sigmoid(-z),
-                                 parent + tf.math.log_sigmoid(z)], axis=2)
-            leaves.append(level[:, hi - lo:])
-            level = tf.reshape(children, [batch, 2 * (hi - lo)])
-        else:
-            leaves.append(level)
-            break
-        lo *= 2
-    leaf_log_p = tf.concat(leaves, axis=1)  # slots 0..C-1 (heap ids C..2C-1)
+    num_classes = tf.TensorShape(params.shape)[0]
+    # Every subtree at once: the slots come back as 0..C-1.
+    _, leaf_log_p = subtree_log_probs(projected, params, 0, _frontier_size(num_classes),
+                                      dtype=dtype)
     return tf.gather(leaf_log_p, tf.cast(leaf_of_class, tf.int32), axis=1)
