@@ -40,7 +40,7 @@ its best top-1, --target_fractions) and uniform's final validation CE, and
 the ratio uniform / adversarial, with the tree's fit (PCA + tree, timed on
 both clocks) not counted and counted.
 
-Run from the repository root (defaults: about 20 minutes on 2 cores):
+Run from the repository root (defaults: 15 minutes on 2 shared cores, measured):
   python -m benchmarks.adversarial_quality
   python -m benchmarks.adversarial_quality --num_classes=20000 --num_train=60000 \\
       --time_budget_s=20 --methods=adversarial,uniform
