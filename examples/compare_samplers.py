@@ -2,11 +2,14 @@
 
 Every objective (full softmax; tf.nn.sampled_softmax_loss with TensorFlow's
 uniform, log-uniform and unigram samplers; tf_sampled's kernel samplers with
-each feature map, per-example and batch-shared; the LSH sampler; see
-sampler_objectives.py) trains the same model with the same optimizer and seed.
-At regular intervals of training time (and steps) it is evaluated on the full
-softmax: validation cross-entropy (and perplexity for language models), top-1
-and top-5 accuracy. Then it prints a table (final metrics, ms per step, time
+each feature map, per-example and batch-shared; the LSH sampler; the
+adversarial auxiliary-model sampler; negative sampling with uniform, unigram and
+adversarial noise; see sampler_objectives.py) trains the same model with the
+same optimizer and seed. At regular intervals of training time (and steps) it
+is evaluated on the full softmax: validation cross-entropy (and perplexity for
+language models), top-1 and top-5 accuracy. Objectives trained by negative
+sampling are scored by logits + log p_n(y|x) over all classes (Bamler & Mandt,
+Thm. 1). Then it prints a table (final metrics, ms per step, time
 to reach log-uniform's final validation loss) and writes curves.csv,
 summary.csv and val_ce.png (validation loss against wall-clock and steps).
 
@@ -36,7 +39,8 @@ import tensorflow as tf
 
 import compare_report
 from sampler_objectives import (ADVERSARIAL_OBJECTIVES, MAX_LEN, OBJECTIVES,  # noqa: F401
-                                OPTIMIZERS, build_model, make_loss_fn, make_train_step)
+                                OPTIMIZERS, build_model, make_loss_fn, make_train_step,
+                                noise_correction)
 import tf_sampled as tfs
 
 FLAGS = flags.FLAGS
@@ -107,8 +111,20 @@ def batches(x, y, batch_size, seed):
             yield x[idx], y[idx]
 
 
-def make_evaluate(data, encoder, W, b, num_examples):
-    """() -> (val CE, top-1, top-5) of the full softmax on a fixed validation subset."""
+def make_evaluate(data, encoder, W, b, num_examples, correction=None, featurize=None):
+    """() -> (val CE, top-1, top-5) of the full softmax on a fixed validation subset.
+
+    Args:
+      data: a TaskData (x_val, y_val, num_classes are read).
+      encoder: x -> h [batch, dim].
+      W, b: the class table and biases.
+      num_examples: validation examples (a fixed random subset when fewer
+        than the split).
+      correction: a `NoiseCorrection` whose log p_n(y|x) is added to every
+        class's logit (negative-sampling objectives), or None.
+      featurize: the correction's query, x -> [batch, k] (the adversarial
+        tree's frozen features); None: it is queried with h.
+    """
     n = len(data.y_val)
     idx = np.sort(np.random.default_rng(0).choice(n, num_examples, replace=False)) \
         if num_examples < n else np.arange(n)
@@ -119,7 +135,11 @@ def make_evaluate(data, encoder, W, b, num_examples):
     @tf.function(input_signature=[tf.TensorSpec([None, x_val.shape[1]], tf.int32),
                                   tf.TensorSpec([None], tf.int64)])
     def stats(x, y):
-        ce, rank = tfs.layers.full_softmax_stats(W, b, y, encoder(x), chunk_size=16384)
+        chunks = correction
+        if correction is not None and featurize is not None:
+            chunks = correction.queried_with(featurize(x))
+        ce, rank = tfs.layers.full_softmax_stats(W, b, y, encoder(x), chunk_size=16384,
+                                                 chunks=chunks)
         return tf.reduce_sum(ce), tf.reduce_sum(tf.cast(rank < 1, tf.float32)), \
             tf.reduce_sum(tf.cast(rank < 5, tf.float32))
 
@@ -150,8 +170,9 @@ def train_one(objective, data, seed, config):
                                     seed, config.leaf_size, config.num_features, lsh_options,
                                     aux_features)
     is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
-    # The fitted auxiliary tree does not follow the class table: nothing to refresh.
-    refreshed = sampler is not None and aux_features is None
+    # Only the samplers built from the class table follow it; the fitted
+    # auxiliary tree and the input-free noise are fixed.
+    refreshed = is_lsh or isinstance(sampler, tfs.samplers.KernelSampler)
     if aux_features is not None:
         print(f"{tag} AdversarialSampler: auxiliary tree fitted on {len(data.y_train)} "
               f"frozen-encoder features in {time.perf_counter() - fit_start:.1f} s (not "
@@ -161,7 +182,7 @@ def train_one(objective, data, seed, config):
               f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "
               f"{sampler.query}; rebuild every {config.refresh_every} steps, new hashes "
               f"every {sampler.rehash_every}", flush=True)
-    elif sampler is not None:
+    elif refreshed:
         print(f"{tag} KernelSampler: leaf_size {sampler.leaf_size}, "
               f"{sampler.feature_map!r}, full refresh every {config.refresh_every} steps",
               flush=True)
@@ -175,7 +196,11 @@ def train_one(objective, data, seed, config):
         else:
             sampler.refresh()  # full rebuild from the current W, b
 
-    evaluate = make_evaluate(data, encoder, W, b, config.eval_examples)
+    # Negative-sampling objectives are scored by logits + log p_n(y|x); the
+    # tree's log p_n reads the frozen features of x, as in training.
+    evaluate = make_evaluate(data, encoder, W, b, config.eval_examples,
+                             noise_correction(objective, sampler),
+                             aux_features[0] if aux_features else None)
     # Trace before timing so that ms/step measures steps, not tracing.
     train_step.get_concrete_function()
     if refreshed:

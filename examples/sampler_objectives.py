@@ -26,20 +26,32 @@ Objectives (`OBJECTIVES`):
                          features of the inputs (`aux_features`: the example
                          passes a frozen copy of the initialised encoder) and
                          queried with them; per-example negatives with their
-                         exact log p_n
+                         exact log p_n, trained by the sampled softmax (log q
+                         correction)
+  adversarial_ns,        the negative-sampling (logistic) loss of Bamler &
+  uniform_ns, unigram_ns Mandt, tfs.nn.negative_sampling_loss, with S iid
+                         per-example negatives from the adversarial tree
+                         (as `adversarial`), tfs.samplers.Uniform, or
+                         tfs.samplers.Unigram (train counts + 1); evaluated
+                         on the scores logits + log p_n(y|x) (their Thm. 1,
+                         `noise_correction`)
 """
 
 import keras
 import tensorflow as tf
 
 import tf_sampled as tfs
+from tf_sampled.layers import noise as noise_lib
 
 KERNEL_MAPS = ("", "_fourier", "_quadratic", "_moments")
 KERNEL_OBJECTIVES = tuple(f"kernel{m}{s}" for s in ("", "_shared") for m in KERNEL_MAPS)
 LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
-ADVERSARIAL_OBJECTIVES = ("adversarial",)
+# Objectives whose sampler is the auxiliary tree, fitted on frozen features of x.
+ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
+# Trained by negative sampling: their scores are logits + log p_n(y|x).
+NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
-    LSH_OBJECTIVES + ADVERSARIAL_OBJECTIVES
+    LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
 EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": tfs.optimizers.LazyAdam}
 
@@ -103,29 +115,44 @@ def _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler, sampler=None, **kwar
     return loss_fn
 
 
-def _per_example_loss(W, b, num_sampled, seed, sampler):
-    """tfs.nn.sampled_softmax_loss with `sampler`'s per-example negatives."""
-    def loss_fn(h, labels):
+def _fit_adversarial(num_classes, featurize, x_train, y_train):
+    """The auxiliary tree of Bamler & Mandt, fitted on featurize(x_train)."""
+    features = tf.concat([featurize(x_train[s:s + 8192])
+                          for s in range(0, len(y_train), 8192)], 0)
+    return tfs.samplers.AdversarialSampler.fit(features.numpy(), y_train,
+                                               num_classes=num_classes)
+
+
+def _queried_loss(loss, W, b, num_sampled, seed, sampler, featurize=None):
+    """loss(W, b, true, h, candidates) with `sampler`'s per-example negatives.
+
+    featurize: None, the sampler is queried with h (input-free samplers ignore
+      it); else the sampler is queried with featurize(x) and the returned
+      loss_fn takes (h, labels, x).
+    """
+    def loss_fn(h, labels, x=None):
         # The sampler's ops have no gradient: negatives are drawn, not learned.
         true = labels[:, None]
-        candidates = sampler.sample(h, num_sampled, true_classes=true, seed=seed)
-        return tfs.nn.sampled_softmax_loss(W, b, true, h, candidates)
+        query = h if featurize is None else featurize(x)
+        candidates = sampler.sample(query, num_sampled, true_classes=true, seed=seed)
+        return loss(W, b, true, h, candidates)
+    loss_fn.takes_inputs = featurize is not None
     return loss_fn
 
 
-def _adversarial_loss(W, b, num_sampled, seed, featurize, x_train, y_train):
-    """(loss_fn(h, labels, x), sampler): negatives from a tree fitted on featurize(x)."""
-    features = tf.concat([featurize(x_train[s:s + 8192])
-                          for s in range(0, len(y_train), 8192)], 0)
-    sampler = tfs.samplers.AdversarialSampler.fit(features.numpy(), y_train,
-                                                  num_classes=int(W.shape[0]))
+def noise_correction(objective, sampler):
+    """The prediction-time correction of a negative-sampling objective, or None.
 
-    def loss_fn(h, labels, x):
-        true = labels[:, None]
-        candidates = sampler.sample(featurize(x), num_sampled, true_classes=true, seed=seed)
-        return tfs.nn.sampled_softmax_loss(W, b, true, h, candidates)
-    loss_fn.takes_inputs = True
-    return loss_fn, sampler
+    Returns a `NoiseCorrection` (a `ClassChunks` for
+    `tfs.layers.full_softmax_stats(..., chunks=)`) that adds log p_n(y|x) to
+    every class's logit (Bamler & Mandt, Thm. 1), or None for the objectives
+    scored by their plain logits. It is queried with full_softmax_stats'
+    inputs (h); the adversarial tree reads featurize(x) instead: pass
+    `correction.queried_with(featurize(x))`.
+    """
+    if objective not in NS_OBJECTIVES:
+        return None
+    return noise_lib.correction_for(sampler)
 
 
 def _feature_map(name, num_features, seed):
@@ -145,9 +172,10 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
     """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
 
     lsh_options: LSHSampler keyword arguments for the lsh* objectives.
-    aux_features: for `adversarial`, (featurize, x_train, y_train): the
-      auxiliary model is fitted on featurize(x_train) [N, k] (N >= C) and
-      queried with featurize(x); its loss_fn then takes (h, labels, x).
+    aux_features: for `adversarial` and `adversarial_ns`, (featurize,
+      x_train, y_train): the auxiliary model is fitted on featurize(x_train)
+      [N, k] (N >= C) and queried with featurize(x); its loss_fn then takes
+      (h, labels, x).
     """
     if objective == "full":
         def full_loss(h, labels):
@@ -167,7 +195,18 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
         if aux_features is None:
             raise ValueError(f"{objective!r} needs aux_features=(featurize, x_train, "
                              "y_train) to fit its auxiliary model on")
-        return _adversarial_loss(W, b, num_sampled, seed, *aux_features)
+        featurize = aux_features[0]
+        sampler = _fit_adversarial(int(W.shape[0]), *aux_features)
+        loss = tfs.nn.negative_sampling_loss if objective.endswith("_ns") \
+            else tfs.nn.sampled_softmax_loss
+        return _queried_loss(loss, W, b, num_sampled, seed, sampler, featurize), sampler
+    if objective in ("uniform_ns", "unigram_ns"):
+        # Add-one counts: a class unseen in training keeps a finite log p_n,
+        # so its corrected score (and the validation CE) stays finite.
+        sampler = tfs.samplers.Uniform(int(W.shape[0])) if objective == "uniform_ns" \
+            else tfs.samplers.Unigram(class_counts + 1)
+        return _queried_loss(tfs.nn.negative_sampling_loss, W, b, num_sampled, seed,
+                             sampler), sampler
     shared = objective.endswith("_shared")
     if objective in LSH_OBJECTIVES:
         sampler = tfs.samplers.LSHSampler(
@@ -185,4 +224,5 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
     if shared:  # a drop-in replacement for tf.random.*_candidate_sampler
         return _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler,
                            sampler=sampler), sampler
-    return _per_example_loss(W, b, num_sampled, seed, sampler), sampler
+    return _queried_loss(tfs.nn.sampled_softmax_loss, W, b, num_sampled, seed,
+                         sampler), sampler

@@ -10,8 +10,11 @@ import os
 import subprocess
 import sys
 
+import types
+
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_sampled as tfs
 
@@ -97,15 +100,22 @@ def test_every_tf_sampled_objective(wordnet, tmp_path):
     # The adversarial sampler needs at least as many examples as classes to
     # fit: it has its own test below.
     objectives = [o for o in sampler_objectives.OBJECTIVES
-                  if o not in ("full", "uniform", "log_uniform", "unigram", "adversarial")]
+                  if o not in ("full", "uniform", "log_uniform", "unigram")
+                  + sampler_objectives.ADVERSARIAL_OBJECTIVES]
     summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
     _check_outputs(summary, objectives, tmp_path, evaluations=2)
 
 
-@needs_ops
-def test_adversarial_objective_fits_then_trains(tmp_path, capsys):
-    data = tfs.datasets.load("synthetic", num_classes=500, num_train=4096, num_val=512,
+@pytest.fixture(scope="module")
+def synthetic():
+    # At least as many training examples as classes: the adversarial tree's fit needs it.
+    return tfs.datasets.load("synthetic", num_classes=500, num_train=4096, num_val=512,
                              vocab_size=2000)
+
+
+@needs_ops
+def test_adversarial_objective_fits_then_trains(synthetic, tmp_path, capsys):
+    data = synthetic
     summary = compare_samplers.run(["log_uniform", "adversarial"], [0], str(tmp_path), data,
                                    _TINY)
     _check_outputs(summary, ["log_uniform", "adversarial"], tmp_path, evaluations=2)
@@ -113,6 +123,71 @@ def test_adversarial_objective_fits_then_trains(tmp_path, capsys):
         capsys.readouterr().out
     with pytest.raises(ValueError, match="needs aux_features"):
         sampler_objectives.make_loss_fn("adversarial", None, None, 8, None, 0)
+
+
+@needs_ops
+def test_negative_sampling_objectives(synthetic, tmp_path, capsys):
+    objectives = ["uniform_ns", "unigram_ns", "adversarial_ns"]
+    summary = compare_samplers.run(objectives, [0], str(tmp_path), synthetic, _TINY)
+    _check_outputs(summary, objectives, tmp_path, evaluations=2)
+    with open(tmp_path / "curves.csv") as f:  # the logistic loss of 1 + S terms
+        assert all(0 < float(r["train_loss"]) < 100 for r in csv.DictReader(f))
+    assert "| adversarial_ns" in capsys.readouterr().out
+
+
+def _oracle(scores, y):
+    """(mean CE, top-1, top-5) of float64 scores [n, C] with NumPy."""
+    scores = scores.astype(np.float64)
+    true = scores[np.arange(len(y)), y]
+    top = scores.max(axis=1)
+    ce = top + np.log(np.exp(scores - top[:, None]).sum(axis=1)) - true
+    rank = (scores > true[:, None]).sum(axis=1)
+    return np.array([ce.mean(), (rank < 1).mean(), (rank < 5).mean()])
+
+
+@needs_ops
+def test_evaluation_adds_the_noise_correction():
+    # A tiny model: x is one token, h its row of a fixed table (dim 8); the
+    # adversarial tree reads other features of x (dim 16), not h.
+    rng = np.random.default_rng(0)
+    num_classes, vocab, n = 20, 50, 64
+    h_table = tf.constant(rng.normal(size=(vocab, 8)), tf.float32)
+    f_table = tf.constant(rng.normal(size=(vocab, 16)), tf.float32)
+    encoder = lambda x: tf.gather(h_table, x[:, 0])  # noqa: E731
+    featurize = lambda x: tf.gather(f_table, x[:, 0])  # noqa: E731
+    W = tf.Variable(rng.normal(size=(num_classes, 8)).astype(np.float32))
+    b = tf.Variable(rng.normal(size=num_classes).astype(np.float32))
+    x_val = rng.integers(0, vocab, (n, 1)).astype(np.int32)
+    y_val = rng.integers(0, num_classes, n).astype(np.int64)
+    data = types.SimpleNamespace(x_val=x_val, y_val=y_val, num_classes=num_classes)
+    logits = (encoder(x_val) @ tf.transpose(W) + b).numpy()
+    counts = rng.integers(0, 30, num_classes)
+    aux = (featurize, rng.integers(0, vocab, (400, 1)).astype(np.int32),
+           rng.integers(0, num_classes, 400).astype(np.int64))
+
+    def evaluate(objective):
+        _, sampler = sampler_objectives.make_loss_fn(objective, W, b, 4, counts, 0,
+                                                     aux_features=aux)
+        correction = sampler_objectives.noise_correction(objective, sampler)
+        query = featurize if objective == "adversarial_ns" else None
+        return compare_samplers.make_evaluate(data, encoder, W, b, n, correction,
+                                              query)(), sampler
+
+    plain = _oracle(logits, y_val)
+    np.testing.assert_allclose(
+        compare_samplers.make_evaluate(data, encoder, W, b, n)(), plain, rtol=1e-5)
+    # Uniform noise adds the same log(1/C) to every class: nothing changes.
+    np.testing.assert_allclose(evaluate("uniform_ns")[0], plain, rtol=1e-5)
+    # Unigram noise adds log of the (add-one) train frequencies.
+    log_freq = np.log((counts + 1) / (counts + 1).sum())
+    unigram = _oracle(logits + log_freq, y_val)
+    assert not np.allclose(unigram, plain)
+    np.testing.assert_allclose(evaluate("unigram_ns")[0], unigram, rtol=1e-5)
+    # The tree's log p_n(y|x) of every class, queried with featurize(x), not h.
+    got, tree = evaluate("adversarial_ns")
+    log_pn = tree.all_log_probs(featurize(x_val)).numpy()
+    np.testing.assert_allclose(got, _oracle(logits + log_pn, y_val), rtol=1e-4)
+    assert sampler_objectives.noise_correction("adversarial", tree) is None
 
 
 def test_time_budget_ends_training(wordnet, tmp_path):

@@ -118,6 +118,34 @@ class NoiseCorrection(chunked.ClassChunks):
     def offsets_of(self, inputs, labels):
         return self.sampler.log_prob(inputs, labels[:, None])[:, 0]
 
+    def queried_with(self, query):
+        """This correction computed from `query` instead of the scored inputs.
+
+        full_softmax_stats passes its `inputs` (the model's h) to the chunks;
+        a sampler queried with other features of x (the adversarial tree on
+        fixed features) must see those: query is [batch, k] float32, row i
+        the sampler's query of example i.
+        """
+        return _FixedQuery(self, query)
+
+
+class _FixedQuery(chunked.ClassChunks):
+    """A NoiseCorrection whose sampler reads a fixed query, not the inputs."""
+
+    def __init__(self, correction, query):
+        self.correction, self.query = correction, query
+
+    def num_chunks(self, num_classes, chunk_size):
+        return self.correction.num_chunks(num_classes, chunk_size)
+
+    def chunk(self, inputs, index, num_classes, chunk_size):
+        del inputs
+        return self.correction.chunk(self.query, index, num_classes, chunk_size)
+
+    def offsets_of(self, inputs, labels):
+        del inputs
+        return self.correction.offsets_of(self.query, labels)
+
 
 class _InputFreeNoise(NoiseCorrection):
     """p_n(y) without x: one [1, n] row of log-probabilities serves the batch."""
