@@ -65,3 +65,64 @@ def fuzz_counter(rng, p):
         return _BAD_COUNTERS[int(rng.integers(len(_BAD_COUNTERS)))]
     good = [0, 1, int(rng.integers(0, 2**62)), 2**63 - 1]
     return np.int64(good[int(rng.integers(len(good)))])
+
+
+class FuzzArgs:
+    """The random choices of a raw-op fuzz script, drawn from one generator.
+
+    Args:
+      rng: the script's `np.random.Generator` (its seed makes the calls).
+      bad_ints: integer values that `mangle` may write into an integer array.
+    """
+
+    def __init__(self, rng, bad_ints):
+        self.rng = rng
+        self.bad_ints = list(bad_ints)
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def chance(self, p):
+        return self.rng.random() < p
+
+    def mangle(self, value):
+        """A malformed version of the array `value`: a dim changed, a bad
+        value written, another dtype, or no rows."""
+        value = np.asarray(value)
+        how = self.pick(["shape", "values", "values", "dtype", "empty"])
+        if how == "shape":
+            shape = list(value.shape) or [1]
+            i = int(self.rng.integers(len(shape)))
+            shape[i] = self.pick([0, 1, shape[i] + 1, max(shape[i] - 1, 0)])
+            if self.chance(0.2):
+                shape.append(1)
+            return np.zeros(shape, value.dtype) + (value.flat[0] if value.size else 0)
+        if how == "values":
+            value = value.copy()
+            if value.size:
+                bad = ([np.nan, np.inf, -3e38, 3e38, -1.0, 0.5] if value.dtype.kind == "f"
+                       else self.bad_ints)
+                value.flat[int(self.rng.integers(value.size))] = self.pick(bad)
+            return value
+        if how == "dtype":
+            return value.astype(self.pick([np.float64, np.int64, np.int32, np.float32]))
+        return np.zeros([0] + list(value.shape[1:]), value.dtype)
+
+    def maybe(self, p, value):
+        """`value`, or with probability p a mangled copy."""
+        return self.mangle(value) if self.chance(p) else value
+
+
+def clean(fn, *names):
+    """fn()'s result, or None after an error naming one of `names`; prints a
+    CLEAN line either way (crash scripts count them). Anything else raises."""
+    try:
+        out = fn()
+    except (tf.errors.OpError, ValueError) as error:
+        message = str(error)
+        assert not names or any(n in message for n in names), message
+        print("CLEAN error:", type(error).__name__, message.splitlines()[0][-200:])
+    else:
+        print("CLEAN ok:", [getattr(t, "shape", type(t).__name__)
+                            for t in tf.nest.flatten(out)])
+        return out

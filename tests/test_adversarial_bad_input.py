@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import (_describe_exit, _finish, _python, _stderr_summary,
-                            assert_rejects_bad_counters, raises_naming, run_fuzz)
+from test_bad_input import (assert_rejects_bad_counters, raises_naming,
+                            run_crash_cases_in_one_process, run_fuzz)
 
 NUM_CLASSES, DIM, K = 12, 5, 3
 InvalidArgument = tf.errors.InvalidArgumentError
@@ -275,23 +275,13 @@ def test_raw_candidate_sampler_attrs(ops):
 
 _PRELUDE = textwrap.dedent("""
     import numpy as np, tensorflow as tf, tf_sampled as tfs
+    from raw_ops import clean
     ops = tfs.load_ops()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((20, 2)).astype(np.float32)
     y = rng.integers(0, 5, 20)
     p, l, c = ops.tf_sampled_aux_tree_fit(features=x, labels=y, num_classes=5)
     tree = dict(params=p, class_of_leaf=c, leaf_of_class=l, inputs=x[:2])
-
-    def clean(fn, *names):
-        try:
-            out = fn()
-        except (tf.errors.OpError, ValueError) as error:
-            message = str(error)
-            assert not names or any(n in message for n in names), message
-            print("CLEAN error:", type(error).__name__, message.splitlines()[0][-200:])
-        else:
-            print("CLEAN ok")
-            return out
 """)
 
 CRASH_CASES = {
@@ -313,15 +303,7 @@ CRASH_CASES = {
 
 def test_no_crash():
     """All cases in one interpreter (one TensorFlow import); CASE lines say which died."""
-    script = _PRELUDE + "".join(
-        f"print('CASE {case}', flush=True)\n" + textwrap.dedent(body)
-        for case, body in sorted(CRASH_CASES.items()))
-    code, stdout, stderr = _finish(_python(script), timeout=300)
-    if code != 0 or stdout.count("CLEAN") != len(CRASH_CASES):
-        cases = [line for line in stdout.splitlines() if line.startswith("CASE ")]
-        pytest.fail(f"{cases[-1] if cases else 'prelude'}: {_describe_exit(code)}\n"
-                    f"stdout:\n{stdout[-2000:]}\nstderr:\n{_stderr_summary(stderr)}",
-                    pytrace=False)
+    run_crash_cases_in_one_process(_PRELUDE, CRASH_CASES)
 
 
 FUZZ_SCRIPT = textwrap.dedent('''
@@ -332,47 +314,14 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
 
     import tf_sampled as tfs
-    from raw_ops import RawOps, fuzz_counter
+    from raw_ops import FuzzArgs, RawOps, fuzz_counter
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
     HUGE = [2**50, 2**62, 2**63 - 1]
-
-
-    def pick(seq):
-        return seq[int(rng.integers(len(seq)))]
-
-
-    def chance(p):
-        return rng.random() < p
-
-
-    def mangle(value):
-        """A malformed version of the array `value`."""
-        value = np.asarray(value)
-        how = pick(["shape", "values", "values", "dtype", "empty"])
-        if how == "shape":
-            shape = list(value.shape) or [1]
-            i = int(rng.integers(len(shape)))
-            shape[i] = pick([0, 1, shape[i] + 1, max(shape[i] - 1, 0)])
-            if chance(0.2):
-                shape.append(1)
-            return np.zeros(shape, value.dtype) + (value.flat[0] if value.size else 0)
-        if how == "values":
-            value = value.copy()
-            if value.size:
-                bad = ([np.nan, np.inf, -3e38, 3e38, -1.0, 0.5] if value.dtype.kind == "f"
-                       else [-1, 2**31 - 1, -(2**31), 7, 10**6, 2**62])
-                value.flat[int(rng.integers(value.size))] = pick(bad)
-            return value
-        if how == "dtype":
-            return value.astype(pick([np.float64, np.int64, np.int32, np.float32]))
-        return np.zeros([0] + list(value.shape[1:]), value.dtype)
-
-
-    def maybe(p, value):
-        return mangle(value) if chance(p) else value
+    fuzz = FuzzArgs(rng, bad_ints=[-1, 2**31 - 1, -(2**31), 7, 10**6, 2**62])
+    pick, chance, mangle, maybe = fuzz.pick, fuzz.chance, fuzz.mangle, fuzz.maybe
 
 
     def setup():

@@ -750,7 +750,7 @@ def test_raw_nan_embedding_row_read_by_sampling(ops):
 
 _PRELUDE = textwrap.dedent("""
     import numpy as np, tensorflow as tf, tf_sampled as tfs
-    from raw_ops import RawOps
+    from raw_ops import RawOps, clean
     ops = RawOps(tfs.load_ops())
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((5, 3)).astype(np.float32)
@@ -758,19 +758,6 @@ _PRELUDE = textwrap.dedent("""
     x = rng.standard_normal((2, 3)).astype(np.float32)
     no_biases = np.zeros([0], np.float32)
     attrs = dict(feature_map="positive_random")
-
-    def clean(fn, *names):
-        # A result, or an error naming one of `names`; anything else raises.
-        try:
-            out = fn()
-        except (tf.errors.OpError, ValueError) as error:
-            message = str(error)
-            assert not names or any(n in message for n in names), message
-            print("CLEAN error:", type(error).__name__, message.splitlines()[0][-200:])
-        else:
-            print("CLEAN ok:", [getattr(t, "shape", type(t).__name__)
-                                for t in tf.nest.flatten(out)])
-            return out
 """)
 
 # name -> (body, why it is here)
@@ -864,6 +851,20 @@ def _stderr_summary(stderr, tail=15):
     return "\n".join(why[:6] + ["..."] + lines[-tail:])
 
 
+def run_crash_cases_in_one_process(prelude, cases):
+    """Runs every case of `cases` (name -> script body) after `prelude` in one
+    interpreter (one TensorFlow import); fails naming the case that died or
+    did not print its CLEAN line."""
+    script = prelude + "".join(f"print('CASE {case}', flush=True)\n" + textwrap.dedent(body)
+                               for case, body in sorted(cases.items()))
+    code, stdout, stderr = _finish(_python(script), timeout=300)
+    if code != 0 or stdout.count("CLEAN") != len(cases):
+        started = [line for line in stdout.splitlines() if line.startswith("CASE ")]
+        pytest.fail(f"{started[-1] if started else 'prelude'}: {_describe_exit(code)}\n"
+                    f"stdout:\n{stdout[-2000:]}\nstderr:\n{_stderr_summary(stderr)}",
+                    pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def crash_runs():
     """All crash cases, started at once (each pays TensorFlow's import)."""
@@ -902,7 +903,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tf_sampled as tfs
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    from raw_ops import RawOps, fuzz_counter
+    from raw_ops import FuzzArgs, RawOps, fuzz_counter
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
     I64_MAX = 2**63 - 1
@@ -920,12 +921,8 @@ FUZZ_SCRIPT = textwrap.dedent('''
     BAD_FLOATS = [np.nan, np.inf, -np.inf, 3e38, -3e38]
 
 
-    def pick(seq):
-        return seq[int(rng.integers(len(seq)))]
-
-
-    def chance(p):
-        return rng.random() < p
+    fuzz = FuzzArgs(rng, bad_ints=())
+    pick, chance = fuzz.pick, fuzz.chance
 
 
     def randn(shape):
