@@ -12,6 +12,16 @@ from tf_sampled.samplers.kernel import KernelSampler
 from tf_sampled.samplers.lsh import LSHSampler
 
 
+def _shared_candidates(kind, sampler, true_classes, num_true, num_sampled, unique, range_max,
+                       seed, name, inputs):
+    """`sampler.candidate_sampler(...)` after checking that it is a `kind`."""
+    if not isinstance(sampler, kind):
+        raise ValueError(f"sampler must be a tf_sampled.samplers.{kind.__name__}, got "
+                         f"{sampler!r}")
+    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
+                                     seed=seed, name=name, inputs=inputs)
+
+
 def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
                              seed=None, name=None, *, inputs, sampler):
     """Batch-shared candidates from a `KernelSampler`.
@@ -33,10 +43,8 @@ def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_
       (sampled_candidates [S], true_expected_count [batch, num_true],
       sampled_expected_count [S]).
     """
-    if not isinstance(sampler, KernelSampler):
-        raise ValueError(f"sampler must be a tf_sampled.samplers.KernelSampler, got {sampler!r}")
-    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
-                                     seed=seed, name=name, inputs=inputs)
+    return _shared_candidates(KernelSampler, sampler, true_classes, num_true, num_sampled, unique,
+                              range_max, seed, name, inputs)
 
 
 def lsh_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
@@ -64,10 +72,8 @@ def lsh_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max
       (sampled_candidates [S], true_expected_count [batch, num_true],
       sampled_expected_count [S]).
     """
-    if not isinstance(sampler, LSHSampler):
-        raise ValueError(f"sampler must be a tf_sampled.samplers.LSHSampler, got {sampler!r}")
-    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
-                                     seed=seed, name=name, inputs=inputs)
+    return _shared_candidates(LSHSampler, sampler, true_classes, num_true, num_sampled, unique,
+                              range_max, seed, name, inputs)
 
 
 def adversarial_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
@@ -95,8 +101,5 @@ def adversarial_candidate_sampler(true_classes, num_true, num_sampled, unique, r
       (sampled_candidates [S], true_expected_count [batch, num_true],
       sampled_expected_count [S]).
     """
-    if not isinstance(sampler, AdversarialSampler):
-        raise ValueError(
-            f"sampler must be a tf_sampled.samplers.AdversarialSampler, got {sampler!r}")
-    return sampler.candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
-                                     seed=seed, name=name, inputs=inputs)
+    return _shared_candidates(AdversarialSampler, sampler, true_classes, num_true, num_sampled,
+                              unique, range_max, seed, name, inputs)

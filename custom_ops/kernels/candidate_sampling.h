@@ -111,6 +111,20 @@ inline absl::Status AllocatePerExampleOutputs(::tensorflow::OpKernelContext* ctx
   return ctx->allocate_output(2, TensorShape({batch, num_true}), true_log_q);
 }
 
+// Allocates a batch-shared candidate sampler's outputs 0-2 (TensorFlow's
+// triple): sampled_candidates [num_sampled], true_expected_count
+// [batch, num_true], sampled_expected_count [num_sampled].
+inline absl::Status AllocateCandidateOutputs(::tensorflow::OpKernelContext* ctx,
+                                             int64_t batch, int64_t num_sampled,
+                                             int64_t num_true, ::tensorflow::Tensor** sampled,
+                                             ::tensorflow::Tensor** true_count,
+                                             ::tensorflow::Tensor** sampled_count) {
+  using ::tensorflow::TensorShape;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({num_sampled}), sampled));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({batch, num_true}), true_count));
+  return ctx->allocate_output(2, TensorShape({num_sampled}), sampled_count);
+}
+
 // Draws iid until num_sampled distinct classes are seen, as TensorFlow's
 // unique samplers do; num_tries counts every draw up to the last new class.
 // draw(n, ids, log_q) -> absl::Status fills n iid draws in order. The cap on

@@ -182,12 +182,9 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
 
     Tensor *sampled_t, *true_count_t, *sampled_count_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sampled_}),
-                                             &sampled_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            1, TensorShape({in.batch, num_true_}), &true_count_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sampled_}),
-                                             &sampled_count_t));
+    OP_REQUIRES_OK(ctx, AllocateCandidateOutputs(ctx, in.batch, num_sampled_, num_true_,
+                                                 &sampled_t, &true_count_t,
+                                                 &sampled_count_t));
     int64_t* sampled = sampled_t->flat<int64_t>().data();
     // The count outputs hold log q until the counts are known.
     float* sampled_log_q = sampled_count_t->flat<float>().data();

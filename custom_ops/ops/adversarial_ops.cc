@@ -79,17 +79,7 @@ REGISTER_OP("TfSampled>AuxTreeSample")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(TreeQueryShape(c, &batch));
-      ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 5));
-      int64_t num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
-      DimensionHandle s = num_sampled >= 1 ? c->MakeDim(num_sampled) : c->UnknownDim();
-      c->set_output(0, c->Matrix(batch, s));
-      c->set_output(1, c->Matrix(batch, s));
-      c->set_output(2, c->Matrix(batch, c->Dim(true_classes, 1)));
-      return absl::OkStatus();
+      return PerExampleSampleShapes(c, batch, 4, 5);
     })
     .Doc(R"doc(
 Per-example negatives: num_sampled iid classes per row from p_n(.|inputs[b])

@@ -95,16 +95,7 @@ REGISTER_OP("TfSampled>KernelTreeSample")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(TreeInputsShape(c, &batch));
-      ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 6));
-      int64_t num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
-      c->set_output(0, c->Matrix(batch, num_sampled));
-      c->set_output(1, c->Matrix(batch, num_sampled));
-      c->set_output(2, c->Matrix(batch, c->Dim(true_classes, 1)));
-      return absl::OkStatus();
+      return PerExampleSampleShapes(c, batch, 5, 6);
     })
     .Doc(R"doc(
 Per-example negatives: num_sampled iid classes per input row from the kernel

@@ -107,17 +107,7 @@ REGISTER_OP("TfSampled>LshSample")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(LshQueryShape(c, &batch));
-      ShapeHandle true_classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &true_classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
-      TF_RETURN_IF_ERROR(CounterShape(c, 6));
-      int64_t num_sampled;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
-      DimensionHandle s = num_sampled >= 0 ? c->MakeDim(num_sampled) : c->UnknownDim();
-      c->set_output(0, c->Matrix(batch, s));
-      c->set_output(1, c->Matrix(batch, s));
-      c->set_output(2, c->Matrix(batch, c->Dim(true_classes, 1)));
-      return absl::OkStatus();
+      return PerExampleSampleShapes(c, batch, 5, 6);
     })
     .Doc(R"doc(
 Per-example negatives: num_sampled iid classes per query row from the LSH

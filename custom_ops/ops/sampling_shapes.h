@@ -1,6 +1,7 @@
 // Shape functions shared by the sampling ops: the `counter` input every one
-// takes (see kernels/candidate_sampling.h, SampleStream) and the outputs of
-// the batch-shared candidate samplers (TensorFlow's triple).
+// takes (see kernels/candidate_sampling.h, SampleStream), the outputs of the
+// per-example samplers and of the batch-shared candidate samplers
+// (TensorFlow's triple).
 #ifndef TF_SAMPLED_OPS_SAMPLING_SHAPES_H_
 #define TF_SAMPLED_OPS_SAMPLING_SHAPES_H_
 
@@ -40,6 +41,28 @@ inline absl::Status CandidateSamplerShapes(
   c->set_output(0, c->Vector(s));
   c->set_output(1, c->Matrix(batch, t));
   c->set_output(2, c->Vector(s));
+  return absl::OkStatus();
+}
+
+// A per-example sampler's checks and outputs, given the batch dimension of
+// its queries: true_classes [batch, T] (input true_index), the counter (input
+// counter_index), then ids [batch, num_sampled], log_q [batch, num_sampled],
+// true_log_q [batch, T]. A bad num_sampled (the kernel's to reject) leaves
+// its dimension unknown.
+inline absl::Status PerExampleSampleShapes(
+    ::tensorflow::shape_inference::InferenceContext* c,
+    ::tensorflow::shape_inference::DimensionHandle batch, int true_index,
+    int counter_index) {
+  ::tensorflow::shape_inference::ShapeHandle true_classes;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(true_index), 2, &true_classes));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(true_classes, 0), &batch));
+  TF_RETURN_IF_ERROR(CounterShape(c, counter_index));
+  int64_t num_sampled;
+  TF_RETURN_IF_ERROR(c->GetAttr("num_sampled", &num_sampled));
+  const auto s = num_sampled >= 0 ? c->MakeDim(num_sampled) : c->UnknownDim();
+  c->set_output(0, c->Matrix(batch, s));
+  c->set_output(1, c->Matrix(batch, s));
+  c->set_output(2, c->Matrix(batch, c->Dim(true_classes, 1)));
   return absl::OkStatus();
 }
 
