@@ -67,6 +67,11 @@ def fuzz_counter(rng, p):
     return np.int64(good[int(rng.integers(len(good)))])
 
 
+# Sizes beyond any address space (an allocation must fail at once) or
+# overflowing int64 products.
+HUGE_COUNTS = (2**50, 2**62, 2**63 - 1)
+
+
 class FuzzArgs:
     """The random choices of a raw-op fuzz script, drawn from one generator.
 
@@ -111,6 +116,20 @@ class FuzzArgs:
     def maybe(self, p, value):
         """`value`, or with probability p a mangled copy."""
         return self.mangle(value) if self.chance(p) else value
+
+    def ids(self, shape, c, p):
+        """int64 class ids in [0, c) of `shape`, sometimes mangled."""
+        value = self.rng.integers(0, c, size=shape).astype(np.int64)
+        return self.maybe(p, value) if self.chance(0.7) else value
+
+    def count_attr(self, p):
+        """A count attribute in [1, 6), or with probability p a bad one."""
+        return self.pick([0, -1, *HUGE_COUNTS]) if self.chance(p) else int(
+            self.rng.integers(1, 6))
+
+    def seeds(self):
+        """seed (sometimes negative) and seed2 attributes."""
+        return dict(seed=int(self.rng.integers(-3, 100)), seed2=int(self.rng.integers(0, 100)))
 
 
 def clean(fn, *names):

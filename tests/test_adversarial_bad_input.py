@@ -314,14 +314,15 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
 
     import tf_sampled as tfs
-    from raw_ops import FuzzArgs, RawOps, fuzz_counter
+    from raw_ops import HUGE_COUNTS, FuzzArgs, RawOps, fuzz_counter
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
-    HUGE = [2**50, 2**62, 2**63 - 1]
+    HUGE = list(HUGE_COUNTS)
     fuzz = FuzzArgs(rng, bad_ints=[-1, 2**31 - 1, -(2**31), 7, 10**6, 2**62])
     pick, chance, mangle, maybe = fuzz.pick, fuzz.chance, fuzz.mangle, fuzz.maybe
+    ids, count_attr, seeds = fuzz.ids, fuzz.count_attr, fuzz.seeds
 
 
     def setup():
@@ -339,19 +340,6 @@ FUZZ_SCRIPT = textwrap.dedent('''
     def tree(s, p):
         return dict(params=maybe(p, s["params"]), class_of_leaf=maybe(p, s["class_of_leaf"]),
                     leaf_of_class=maybe(p, s["leaf_of_class"]), inputs=maybe(p, s["inputs"]))
-
-
-    def ids(shape, c, p):
-        value = rng.integers(0, c, size=shape).astype(np.int64)
-        return maybe(p, value) if chance(0.7) else value
-
-
-    def count_attr(p):
-        return pick([0, -1] + HUGE) if chance(p) else int(rng.integers(1, 6))
-
-
-    def seeds():
-        return dict(seed=int(rng.integers(-3, 100)), seed2=int(rng.integers(0, 100)))
 
 
     def call_fit(s, p):

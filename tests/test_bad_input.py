@@ -903,13 +903,11 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tf_sampled as tfs
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    from raw_ops import FuzzArgs, RawOps, fuzz_counter
+    from raw_ops import HUGE_COUNTS, FuzzArgs, RawOps, fuzz_counter
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
     I64_MAX = 2**63 - 1
-    # "Huge" sizes are beyond any address space (an allocation of that many
-    # elements must fail at once) or overflow int64 products; none is needed.
-    HUGE = [2**50, 2**62, I64_MAX]
+    HUGE = list(HUGE_COUNTS)
     FEATURE_MAPS = []
     for name in ("quadratic", "random_fourier", "positive_random", "gaussian_moments"):
         try:

@@ -359,15 +359,15 @@ FUZZ_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
 
     import tf_sampled as tfs
-    from raw_ops import FuzzArgs, RawOps, fuzz_counter
+    from raw_ops import HUGE_COUNTS, FuzzArgs, RawOps, fuzz_counter
 
     SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
     lib = RawOps(tfs.load_ops())
     rng = np.random.default_rng(SEED)
-    # Beyond any address space (an allocation must fail at once) or overflowing.
-    HUGE = [2**50, 2**62, 2**63 - 1]
+    HUGE = list(HUGE_COUNTS)
     fuzz = FuzzArgs(rng, bad_ints=[-1, 2**31 - 1, -(2**31), 7, 10**6])
     pick, chance, mangle, maybe = fuzz.pick, fuzz.chance, fuzz.mangle, fuzz.maybe
+    ids, count_attr, seeds = fuzz.ids, fuzz.count_attr, fuzz.seeds
 
 
     def setup():
@@ -398,19 +398,6 @@ FUZZ_SCRIPT = textwrap.dedent('''
     def tables(s, p):
         return dict(buckets=maybe(p, s["buckets"]), counts=maybe(p, s["counts"]),
                     codes=maybe(p, s["codes"]), hash_params=maybe(p, s["params"]))
-
-
-    def ids(shape, c, p):
-        value = rng.integers(0, c, size=shape).astype(np.int64)
-        return maybe(p, value) if chance(0.7) else value
-
-
-    def count_attr(p):
-        return pick([0, -1] + HUGE) if chance(p) else int(rng.integers(1, 6))
-
-
-    def seeds():
-        return dict(seed=int(rng.integers(-3, 100)), seed2=int(rng.integers(0, 100)))
 
 
     def call_build(s, p):

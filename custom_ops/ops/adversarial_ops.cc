@@ -101,11 +101,7 @@ REGISTER_OP("TfSampled>AuxTreeLogProb")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(TreeQueryShape(c, &batch));
-      ShapeHandle classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(classes, 0), &batch));
-      c->set_output(0, c->Matrix(batch, c->Dim(classes, 1)));
-      return absl::OkStatus();
+      return LogProbShape(c, batch, 4);
     })
     .Doc(R"doc(
 log p_n(classes[b, j] | inputs[b]) under the auxiliary tree.

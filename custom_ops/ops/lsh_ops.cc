@@ -132,11 +132,7 @@ REGISTER_OP("TfSampled>LshLogProb")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
       TF_RETURN_IF_ERROR(LshQueryShape(c, &batch));
-      ShapeHandle classes;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &classes));
-      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(classes, 0), &batch));
-      c->set_output(0, c->Matrix(batch, c->Dim(classes, 1)));
-      return absl::OkStatus();
+      return LogProbShape(c, batch, 5);
     })
     .Doc(R"doc(
 log q(classes[b, k] | queries[b]) under the LSH proposal.

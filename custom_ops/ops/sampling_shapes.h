@@ -44,6 +44,18 @@ inline absl::Status CandidateSamplerShapes(
   return absl::OkStatus();
 }
 
+// A log-probability op's check and output, given the batch dimension of its
+// queries: classes [batch, n] (input classes_index), then log_q [batch, n].
+inline absl::Status LogProbShape(::tensorflow::shape_inference::InferenceContext* c,
+                                 ::tensorflow::shape_inference::DimensionHandle batch,
+                                 int classes_index) {
+  ::tensorflow::shape_inference::ShapeHandle classes;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(classes_index), 2, &classes));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(classes, 0), &batch));
+  c->set_output(0, c->Matrix(batch, c->Dim(classes, 1)));
+  return absl::OkStatus();
+}
+
 // A per-example sampler's checks and outputs, given the batch dimension of
 // its queries: true_classes [batch, T] (input true_index), the counter (input
 // counter_index), then ids [batch, num_sampled], log_q [batch, num_sampled],
