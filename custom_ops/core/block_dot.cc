@@ -52,7 +52,82 @@ TF_SAMPLED_SIMD_INLINE void DotRowBlock(
   }
 }
 
+// kA rows of `a` against kB * 8 consecutive columns of bt: kA * kB
+// accumulators, kB loads and kA broadcasts per kA * kB fused multiply-adds.
+template <int kA, int kB>
+TF_SAMPLED_SIMD_INLINE void BroadcastTile(const float* a, int64_t a_stride,
+                                          const float* bt, int64_t bt_stride,
+                                          int64_t n, float* out,
+                                          int64_t out_stride) {
+  Vec8 acc[kA][kB];
+  for (int i = 0; i < kA; ++i) {
+    for (int j = 0; j < kB; ++j) acc[i][j] = Vec8{};
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    Vec8 bv[kB];
+    for (int j = 0; j < kB; ++j) bv[j] = Load8(bt + k * bt_stride + 8 * j);
+    for (int i = 0; i < kA; ++i) {
+      // scalar * vector: GCC broadcasts straight from memory this way.
+      const float av = a[i * a_stride + k];
+      for (int j = 0; j < kB; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  for (int i = 0; i < kA; ++i) {
+    for (int j = 0; j < kB; ++j) simd::Store8(out + i * out_stride + 8 * j, acc[i][j]);
+  }
+}
+
+// All columns of kA rows: tiles of 16 columns, one of 8, then single columns.
+template <int kA>
+TF_SAMPLED_SIMD_INLINE void BroadcastRowBlock(const float* a, int64_t a_stride,
+                                              const float* bt, int64_t num_b,
+                                              int64_t n, float* out,
+                                              int64_t out_stride) {
+  int64_t j = 0;
+  for (; j + 16 <= num_b; j += 16) {
+    BroadcastTile<kA, 2>(a, a_stride, bt + j, num_b, n, out + j, out_stride);
+  }
+  for (; j + 8 <= num_b; j += 8) {
+    BroadcastTile<kA, 1>(a, a_stride, bt + j, num_b, n, out + j, out_stride);
+  }
+  for (; j < num_b; ++j) {
+    for (int i = 0; i < kA; ++i) {
+      float s = 0;
+      for (int64_t k = 0; k < n; ++k) s += a[i * a_stride + k] * bt[k * num_b + j];
+      out[i * out_stride + j] = s;
+    }
+  }
+}
+
+// The last `rows` < 6 rows, as one block of that height.
+template <int kA>
+TF_SAMPLED_SIMD_INLINE void BroadcastLastRows(int64_t rows, const float* a,
+                                              int64_t a_stride, const float* bt,
+                                              int64_t num_b, int64_t n, float* out,
+                                              int64_t out_stride) {
+  if (rows == kA) {
+    BroadcastRowBlock<kA>(a, a_stride, bt, num_b, n, out, out_stride);
+  } else if constexpr (kA > 1) {
+    BroadcastLastRows<kA - 1>(rows, a, a_stride, bt, num_b, n, out, out_stride);
+  }
+}
+
 }  // namespace
+
+TF_SAMPLED_MULTIVERSION
+void DotRowsTransposed(const float* a, int64_t a_stride, int64_t num_a,
+                       const float* bt, int64_t num_b, int64_t n, float* out,
+                       int64_t out_stride) {
+  // 6 x 16 tiles: 12 accumulators, 2 loaded columns and 1 broadcast fill 15
+  // of the 16 AVX registers.
+  int64_t i = 0;
+  for (; i + 6 <= num_a; i += 6) {
+    BroadcastRowBlock<6>(a + i * a_stride, a_stride, bt, num_b, n,
+                         out + i * out_stride, out_stride);
+  }
+  BroadcastLastRows<5>(num_a - i, a + i * a_stride, a_stride, bt, num_b, n,
+                       out + i * out_stride, out_stride);
+}
 
 TF_SAMPLED_MULTIVERSION
 void DotRows(const float* const* a_rows, int64_t num_a, const float* b,

@@ -18,6 +18,15 @@ void DotRows(const float* const* a_rows, int64_t num_a, const float* b,
              int64_t b_stride, int64_t num_b, int64_t n, float* out,
              int64_t out_stride);
 
+// out[i * out_stride + j] = a[i * a_stride : i * a_stride + n] . bt[:, j] for
+// i < num_a, j < num_b, where bt is [n, num_b] (b transposed): each step
+// broadcasts one value of a row against consecutive columns, so no dot
+// product ends in a horizontal sum. For a `b` used often enough to transpose
+// once (a projection matrix against many class rows).
+void DotRowsTransposed(const float* a, int64_t a_stride, int64_t num_a,
+                       const float* bt, int64_t num_b, int64_t n, float* out,
+                       int64_t out_stride);
+
 }  // namespace tf_sampled
 
 #endif  // TF_SAMPLED_CORE_BLOCK_DOT_H_

@@ -60,10 +60,15 @@ bool IsLinearInQuery(const FeatureMapSpec& spec) {
 
 namespace {
 
+// Four accumulators: one would chain every add on the last one's latency.
 double SquaredNorm(const float* v, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += double(v[i]) * v[i];
-  return s;
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) s[k] += double(v[i + k]) * v[i + k];
+  }
+  for (; i < n; ++i) s[0] += double(v[i]) * v[i];
+  return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
 // log of a class's weight: tau * b when the bias is a weight, else 0.
@@ -134,13 +139,20 @@ void PositiveFeaturesFromDots(const FeatureMapSpec& spec, const float* rows,
     const double shift = 0.5 * spec.temperature * SquaredNorm(y, fd) +
                          0.5 * std::log(double(m)) - LogClassWeight(spec, y);
     float* l = dots + i * m;
-    float top = -INFINITY;
-    for (int64_t j = 0; j < m; ++j) {
+    simd::Vec8 top8 = simd::Splat8(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      const simd::Vec8 v = simd::Load8(l + j) * root_tau;
+      simd::Store8(l + j, v);
+      top8 = simd::Max8(top8, v);
+    }
+    float top = std::max(std::max(std::max(top8[0], top8[1]), std::max(top8[2], top8[3])),
+                         std::max(std::max(top8[4], top8[5]), std::max(top8[6], top8[7])));
+    for (; j < m; ++j) {
       l[j] *= root_tau;
       top = std::max(top, l[j]);
     }
-    int64_t j = 0;
-    for (; j + 8 <= m; j += 8) {
+    for (j = 0; j + 8 <= m; j += 8) {
       simd::Store8(l + j, simd::Exp8(simd::Load8(l + j) - top));
     }
     for (; j < m; ++j) l[j] = std::exp(l[j] - top);
@@ -150,28 +162,53 @@ void PositiveFeaturesFromDots(const FeatureMapSpec& spec, const float* rows,
   }
 }
 
-bool RowIsFinite(const FeatureMapSpec& spec, const float* y) {
-  for (int64_t i = 0; i < spec.dim; ++i) {
-    if (!std::isfinite(y[i])) return false;
+// x * 0 is 0 for a finite x and NaN for an infinite or NaN one, so one sum of
+// them tells whether all are finite, in vectorisable adds instead of a
+// branch per value.
+TF_SAMPLED_MULTIVERSION
+bool AllFinite(const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += x[i + k] * 0.0f;
   }
-  return true;
+  for (; i < n; ++i) acc[0] += x[i] * 0.0f;
+  float total = 0;
+  for (int k = 0; k < 8; ++k) total += acc[k];
+  return total == 0;
+}
+
+TF_SAMPLED_MULTIVERSION
+bool AllFinite(const double* x, int64_t n) {
+  double acc[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) acc[k] += x[i + k] * 0.0;
+  }
+  for (; i < n; ++i) acc[0] += x[i] * 0.0;
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]) == 0;
 }
 
 }  // namespace
 
 bool ClassFeatures(const FeatureMapSpec& spec, const float* rows, int64_t n,
                    double* out, FeatureScratch* scratch) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (!RowIsFinite(spec, rows + i * spec.dim)) return false;
-  }
+  // Rows are contiguous, so checking all of them is one check.
+  if (!AllFinite(rows, n * spec.dim)) return false;
   const int64_t num_features = spec.NumFeatures();
   if (spec.kind == FeatureKind::kPositiveRandom) {
-    scratch->rows.resize(n);
-    for (int64_t i = 0; i < n; ++i) scratch->rows[i] = rows + i * spec.dim;
-    scratch->dots.resize(n * spec.num_omega);
-    DotRows(scratch->rows.data(), n, spec.omega, spec.FeatureDim(),
-            spec.num_omega, spec.FeatureDim(), scratch->dots.data(),
-            spec.num_omega);
+    const int64_t m = spec.num_omega;
+    const int64_t fd = spec.FeatureDim();
+    if (scratch->omega_t_of != spec.omega) {
+      scratch->omega_t.resize(fd * m);
+      for (int64_t j = 0; j < m; ++j) {
+        for (int64_t k = 0; k < fd; ++k) scratch->omega_t[k * m + j] = spec.omega[j * fd + k];
+      }
+      scratch->omega_t_of = spec.omega;
+    }
+    scratch->dots.resize(n * m);
+    DotRowsTransposed(rows, spec.dim, n, scratch->omega_t.data(), m, fd,
+                      scratch->dots.data(), m);
     PositiveFeaturesFromDots(spec, rows, n, scratch->dots.data(), out);
   } else {
     for (int64_t i = 0; i < n; ++i) {
@@ -200,10 +237,7 @@ bool ClassFeatures(const FeatureMapSpec& spec, const float* rows, int64_t n,
       }
     }
   }
-  for (int64_t j = 0; j < n * num_features; ++j) {
-    if (!std::isfinite(out[j])) return false;
-  }
-  return true;
+  return AllFinite(out, n * num_features);
 }
 
 void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,

@@ -57,8 +57,11 @@ int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim, int64_t num_omega)
 
 // Scratch space for ClassFeatures, reused across calls by one thread.
 struct FeatureScratch {
-  std::vector<const float*> rows;
   std::vector<float> dots;
+  // The projections transposed [FeatureDim(), num_omega], for the omega they
+  // were made from: once per thread, not per call.
+  std::vector<float> omega_t;
+  const float* omega_t_of = nullptr;
 };
 
 // phi(y) for `n` consecutive class rows [n, dim], exactly scaled so that sums

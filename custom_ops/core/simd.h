@@ -29,6 +29,8 @@ TF_SAMPLED_SIMD_INLINE void Store8(float* p, Vec8 v) {
 
 TF_SAMPLED_SIMD_INLINE Vec8 Splat8(float x) { return Vec8{} + x; }
 
+TF_SAMPLED_SIMD_INLINE Vec8 Max8(Vec8 a, Vec8 b) { return a > b ? a : b; }
+
 TF_SAMPLED_SIMD_INLINE float Sum8(Vec8 v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
