@@ -1,6 +1,7 @@
 """The raw ops with array arguments for the variables they read in place.
 
 The sampling ops take nodes, embeddings and biases as variable handles (the
+in-place refresh also the row snapshot; the
 LSH ops: buckets, counts, codes and embeddings), the resource form of the
 fused loss its weights and biases, the sparse optimizer steps the variable
 and its slots; tests that feed arbitrary (also
@@ -15,6 +16,7 @@ _HANDLE_ARGS = {
     "tf_sampled_kernel_tree_sample": ("nodes", "embeddings", "biases"),
     "tf_sampled_kernel_tree_log_prob": ("nodes", "embeddings", "biases"),
     "tf_sampled_kernel_tree_candidate_sampler": ("nodes", "embeddings", "biases"),
+    "tf_sampled_kernel_tree_refresh_rows": ("nodes", "rows", "embeddings", "biases"),
     "tf_sampled_resource_sampled_softmax_loss": ("weights", "biases"),
     "tf_sampled_sparse_apply_sgd": ("var",),
     "tf_sampled_sparse_apply_lazy_adam": ("var", "m", "v"),

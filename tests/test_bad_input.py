@@ -121,6 +121,11 @@ def call_raw(ops, op, setup, **overrides):
                     omega=tree["omega"], num_classes=np.int64(NUM_CLASSES),
                     **setup["row_attrs"])
         fn = ops.tf_sampled_kernel_tree_update
+    elif op == "refresh_rows":
+        args = dict(nodes=tree["nodes"], rows=setup["rows"], embeddings=tree["embeddings"],
+                    biases=tree["biases"], omega=tree["omega"],
+                    ids=np.array([1, 3, 1], np.int64), **attrs)
+        fn = ops.tf_sampled_kernel_tree_refresh_rows
     elif op == "sample":
         args = dict(true_classes=np.zeros([batch, 1], np.int64), counter=np.int64(0),
                     num_sampled=3, seed=1, seed2=2, **tree, **attrs)
@@ -139,7 +144,7 @@ def call_raw(ops, op, setup, **overrides):
     return fn(**args)
 
 
-RAW_OPS = ["build", "update", "sample", "log_prob", "candidate_sampler"]
+RAW_OPS = ["build", "update", "refresh_rows", "sample", "log_prob", "candidate_sampler"]
 LOSS_OPS = ["loss", "resource_loss", "loss_grad"]
 SPARSE_APPLY_OPS = ["sparse_sgd", "sparse_lazy_adam", "sparse_adagrad"]
 QUERY_OPS = ["sample", "log_prob", "candidate_sampler"]
@@ -364,7 +369,7 @@ def test_refresh_ids_with_non_finite_row_keeps_state(fmap, bad):
     nodes, rows = sampler.nodes.numpy(), sampler.rows.numpy()
     sampler.embeddings[3].assign([0.0, bad, 0.0])
     raises_naming(tf.errors.InvalidArgumentError, lambda: sampler.refresh([0, 3]),
-                  "new_rows", "finite", "class 3")
+                  "embeddings", "finite", "class 3")
     np.testing.assert_array_equal(sampler.nodes.numpy(), nodes)
     np.testing.assert_array_equal(sampler.rows.numpy(), rows)
 
@@ -596,6 +601,43 @@ def test_raw_update_rejects_bad_ids_rows_and_num_classes(ops):
     node_ids, deltas = call_raw(ops, "update", s, ids=np.zeros([0], np.int64),
                                 old_rows=rows[:0], new_rows=rows[:0])
     assert node_ids.shape == (0,) and deltas.shape == (0, s["tree"]["nodes"].shape[1])
+
+
+@pytest.mark.parametrize("with_biases", [False, True])
+def test_raw_refresh_rows_rejects_bad_variables_and_keeps_state(ops, with_biases):
+    invalid = tf.errors.InvalidArgumentError
+    s = raw_setup(ops, with_biases=with_biases)
+    tree, rows = s["tree"], s["rows"]
+    nodes = tf.Variable(tree["nodes"])
+    snapshot = tf.Variable(rows)
+
+    def refresh(**overrides):
+        args = dict(nodes=nodes, rows=snapshot)
+        args.update(overrides)
+        return call_raw(ops, "refresh_rows", s, **args)
+
+    for bad_id in (NUM_CLASSES, -1, I64_MAX, -(2**63)):
+        raises_naming(invalid, lambda: refresh(ids=np.array([1, bad_id], np.int64)),
+                      "ids", f"[0, {NUM_CLASSES})", f"got {bad_id}")
+    bad = tree["embeddings"].copy()
+    bad[3, 0] = np.nan
+    raises_naming(invalid, lambda: refresh(embeddings=bad), "embeddings", "finite", "class 3")
+    raises_naming(invalid, lambda: refresh(rows=rows[:, :2]), "rows", "snapshot",
+                  f"[{NUM_CLASSES}, {rows.shape[1]}]", f"[{NUM_CLASSES},2]")
+    raises_naming(invalid, lambda: refresh(rows=rows.astype(np.float64)), "rows", "float")
+    raises_naming(invalid, lambda: refresh(nodes=tree["nodes"][:-1]), "nodes", "shape")
+    raises_naming(invalid, lambda: refresh(nodes=tree["nodes"].astype(np.float32)),
+                  "nodes", "double")
+    raises_naming(invalid, lambda: refresh(biases=np.zeros([2], np.float32)), "biases", "[2]")
+    raises_naming(invalid, lambda: refresh(omega=np.zeros([4, 2], np.float32)), "omega", "[4,2]")
+    raises_naming(invalid, lambda: refresh(rows=nodes), "rows", "nodes", "different variables")
+    raises_naming(invalid, lambda: refresh(rows=np.zeros([2], np.int64)), "rows")
+    raises_naming(invalid, lambda: refresh(nodes=np.zeros([2], np.float32)), "nodes")
+    # Nothing above changed the state; no ids is an empty refresh.
+    refresh(ids=np.zeros([0], np.int64))
+    np.testing.assert_array_equal(nodes.numpy(), tree["nodes"])
+    np.testing.assert_array_equal(snapshot.numpy(), rows)
+
 
 
 @pytest.mark.parametrize("num_classes,leaf_size", [(I64_MAX, 2), (I64_MAX - 1, 3),
@@ -1072,6 +1114,14 @@ FUZZ_SCRIPT = textwrap.dedent('''
                     num_classes=num_classes, **attrs(s, rows=True))
 
 
+    def call_refresh_rows(s, p):
+        ids = rng.integers(0, s["c"], size=int(rng.integers(0, 4))).astype(np.int64)
+        args = tree_args(s, p)
+        del args["inputs"]
+        return dict(rows=maybe(p, s["rows"], lambda: float_arg(s["rows"])),
+                    ids=maybe(p, ids, lambda: id_arg(ids, s["c"])), **args, **attrs(s))
+
+
     def call_sample(s, p):
         truth = rng.integers(0, s["c"], size=(len(s["inputs"]), int(rng.integers(0, 3))))
         return dict(true_classes=maybe(p, truth, lambda: id_arg(truth, s["c"])),
@@ -1191,6 +1241,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
 
     OPS = [("build", lib.tf_sampled_kernel_tree_build, call_build),
            ("update", lib.tf_sampled_kernel_tree_update, call_update),
+           ("refresh_rows", lib.tf_sampled_kernel_tree_refresh_rows, call_refresh_rows),
            ("sample", lib.tf_sampled_kernel_tree_sample, call_sample),
            ("log_prob", lib.tf_sampled_kernel_tree_log_prob, call_log_prob),
            ("candidate_sampler", lib.tf_sampled_kernel_tree_candidate_sampler,
@@ -1234,7 +1285,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
     sys.exit(1 if bad_outputs else 0)
 ''')
 
-FUZZ_SEED, FUZZ_CALLS = 1234, 880
+FUZZ_SEED, FUZZ_CALLS = 1234, 960
 
 
 def run_fuzz(script, seed, num_calls, op_names):

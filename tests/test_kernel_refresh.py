@@ -26,7 +26,17 @@ def assert_nodes_close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9 * scale.max() + 1e-12)
 
 
-def test_refresh_ids_equals_full_rebuild():
+@pytest.fixture(params=["in_place", "node_deltas"])
+def refresh_path(request, monkeypatch):
+    """refresh(ids) through the in-place op, or through the node-delta op and
+    scatter-add that mirrored and GPU variables take."""
+    if request.param == "node_deltas":
+        monkeypatch.setattr(tfs.samplers.kernel._variables, "in_place_variables",
+                            lambda values: None)
+    return request.param
+
+
+def test_refresh_ids_equals_full_rebuild(refresh_path):
     for fmap in (tfs.features.PositiveRandom(32, seed=1), tfs.features.RandomFourier(16, seed=2),
                  tfs.features.Quadratic(alpha=5.0), tfs.features.GaussianMoments()):
         sampler = make(fmap)
@@ -41,7 +51,7 @@ def test_refresh_ids_equals_full_rebuild():
         np.testing.assert_array_equal(sampler.rows.numpy()[:, :DIM], sampler.embeddings.numpy())
 
 
-def test_ten_thousand_incremental_updates_do_not_drift():
+def test_ten_thousand_incremental_updates_do_not_drift(refresh_path):
     sampler = make(tfs.features.PositiveRandom(32, seed=4))
     rng = np.random.RandomState(5)
 
@@ -88,3 +98,17 @@ def test_without_snapshot_only_full_refresh_is_allowed():
     assert_nodes_close(sampler.nodes.numpy(), expected.nodes.numpy())
     with pytest.raises(ValueError, match="incremental"):
         sampler.refresh([1, 2])
+
+
+def test_in_place_refresh_leaves_earlier_reads_unchanged():
+    """A dense read taken before refresh(ids) keeps its values (the op copies a
+    buffer still shared before writing it)."""
+    sampler = make(tfs.features.PositiveRandom(32, seed=10))
+    nodes_before, rows_before = tf.identity(sampler.nodes), tf.identity(sampler.rows)
+    expected_nodes, expected_rows = nodes_before.numpy().copy(), rows_before.numpy().copy()
+    sampler.embeddings.scatter_update(tf.IndexedSlices(tf.ones([2, DIM]), [4, 600]))
+    sampler.refresh([4, 600])
+    np.testing.assert_array_equal(nodes_before.numpy(), expected_nodes)
+    np.testing.assert_array_equal(rows_before.numpy(), expected_rows)
+    assert not np.array_equal(sampler.nodes.numpy(), expected_nodes)
+    assert_nodes_close(sampler.nodes.numpy(), rebuilt_nodes(sampler))

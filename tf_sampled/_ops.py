@@ -20,6 +20,7 @@ _REBUILD = (
 _NO_GRADIENT_OPS = (
     "TfSampled>KernelTreeBuild",
     "TfSampled>KernelTreeUpdate",
+    "TfSampled>KernelTreeRefreshRows",
     "TfSampled>KernelTreeSample",
     "TfSampled>KernelTreeLogProb",
     "TfSampled>KernelTreeCandidateSampler",

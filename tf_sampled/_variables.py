@@ -19,3 +19,17 @@ def as_float32_tf_variable(value):
     or another dtype)."""
     variable = as_tf_variable(value)
     return variable if variable is not None and variable.dtype == tf.float32 else None
+
+
+def in_place_variables(values):
+    """The tf.Variables behind `values` when a CPU op may update them in place
+    through their handles, else None (one is not a variable, is mirrored or
+    lives on a GPU)."""
+    out = []
+    for value in values:
+        variable = as_tf_variable(value)
+        if (variable is None or isinstance(variable, tf.distribute.DistributedValues)
+                or "GPU" in (variable.device or "").upper()):
+            return None
+        out.append(variable)
+    return out

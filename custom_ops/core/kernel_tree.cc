@@ -100,6 +100,63 @@ void AccumulatePathDeltas(const TreeShape& shape, int64_t num_features,
   }
 }
 
+void ApplyRowDeltas(const TreeShape& shape, int64_t num_features,
+                    const int64_t* ids, const double* row_deltas, int64_t n,
+                    double* nodes, const ParallelRange& parallel) {
+  // The ids ascend, so each leaf's rows are consecutive: leaf_begin[l] is
+  // the first row of the l-th touched leaf.
+  std::vector<int64_t> leaf_begin;
+  for (int64_t r = 0; r < n; ++r) {
+    if (r == 0 || shape.LeafOf(ids[r]) != shape.LeafOf(ids[r - 1])) leaf_begin.push_back(r);
+  }
+  const int64_t num_touched = leaf_begin.size();
+  leaf_begin.push_back(n);
+  parallel(num_touched, num_features * (1 + n / std::max<int64_t>(num_touched, 1)),
+           [&](int64_t begin, int64_t end) {
+             for (int64_t l = begin; l < end; ++l) {
+               const int64_t leaf = shape.LeafOf(ids[leaf_begin[l]]);
+               double* out = nodes + shape.NodeOfLeaf(leaf) * num_features;
+               for (int64_t r = leaf_begin[l]; r < leaf_begin[l + 1]; ++r) {
+                 const double* in = row_deltas + r * num_features;
+                 for (int64_t j = 0; j < num_features; ++j) out[j] += in[j];
+               }
+             }
+           });
+  // The internal nodes above them: parents of an ascending list ascend too.
+  std::vector<int64_t> level(num_touched), internal;
+  for (int64_t l = 0; l < num_touched; ++l) {
+    level[l] = shape.NodeOfLeaf(shape.LeafOf(ids[leaf_begin[l]]));
+  }
+  while (!level.empty()) {
+    std::vector<int64_t> parents;
+    for (const int64_t node : level) {
+      if (node >= 2 && (parents.empty() || parents.back() != node >> 1)) {
+        parents.push_back(node >> 1);
+      }
+    }
+    internal.insert(internal.end(), parents.begin(), parents.end());
+    level = std::move(parents);
+  }
+  std::sort(internal.begin(), internal.end());
+  internal.erase(std::unique(internal.begin(), internal.end()), internal.end());
+  // Depth is the id's bit length, so each depth is a contiguous range of
+  // `internal`; a depth's nodes read only the deeper ones, already summed.
+  const auto depth = [](int64_t node) { return 63 - __builtin_clzll(node); };
+  for (int64_t hi = internal.size(); hi > 0;) {
+    int64_t lo = hi - 1;
+    while (lo > 0 && depth(internal[lo - 1]) == depth(internal[hi - 1])) --lo;
+    parallel(hi - lo, 2 * num_features, [&](int64_t begin, int64_t end) {
+      for (int64_t i = lo + begin; i < lo + end; ++i) {
+        double* out = nodes + internal[i] * num_features;
+        const double* left = nodes + 2 * internal[i] * num_features;
+        const double* right = left + num_features;
+        for (int64_t j = 0; j < num_features; ++j) out[j] = left[j] + right[j];
+      }
+    });
+    hi = lo;
+  }
+}
+
 void AggregatePathDeltas(const TreeShape& shape, int64_t num_features,
                          const int64_t* ids, const double* row_deltas,
                          int64_t n, std::vector<int64_t>* node_ids,

@@ -17,6 +17,7 @@
 #define TF_SAMPLED_CORE_KERNEL_TREE_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "custom_ops/core/feature_map.h"
@@ -64,6 +65,22 @@ void SumInternalNodes(const TreeShape& shape, int64_t num_features,
 bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
                       const float* new_rows, int64_t n, double* deltas,
                       FeatureScratch* scratch, std::vector<double>* features);
+
+// Runs fn(begin, end) over disjoint ranges covering [0, n), possibly in
+// parallel; cost_per_item is a rough count of floating-point operations.
+using ParallelRange = std::function<void(
+    int64_t n, int64_t cost_per_item,
+    const std::function<void(int64_t, int64_t)>& fn)>;
+
+// Applies per-row deltas [n, F] of the distinct ascending classes `ids` to
+// `nodes` [2N, F] in place: each leaf's sum gets its rows' deltas, then every
+// internal node on their paths is set to the sum of its children, deepest
+// first, as a build sums them (so internal nodes carry no drift of their
+// own). O((n + touched nodes) F); each leaf, and each depth's nodes, are
+// independent and split over `parallel`.
+void ApplyRowDeltas(const TreeShape& shape, int64_t num_features,
+                    const int64_t* ids, const double* row_deltas, int64_t n,
+                    double* nodes, const ParallelRange& parallel);
 
 // The nodes on the paths of classes `ids` [n] (leaf to root), distinct and
 // ascending.

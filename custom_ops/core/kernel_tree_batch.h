@@ -29,12 +29,6 @@ struct BatchSampleRequest {
   float* true_log_q = nullptr;          // out [batch, T]
 };
 
-// Runs fn(begin, end) over disjoint ranges covering [0, n), possibly in
-// parallel; cost_per_item is a rough count of floating-point operations.
-using ParallelRange = std::function<void(
-    int64_t n, int64_t cost_per_item,
-    const std::function<void(int64_t, int64_t)>& fn)>;
-
 // Fills the request's outputs. Returns -1, or the index of a query for which
 // a class row read was not finite (outputs are then unspecified).
 int64_t SampleBatch(const KernelTree& tree, const BatchSampleRequest& request,

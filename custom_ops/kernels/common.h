@@ -68,30 +68,48 @@ class LockedVariables {
  public:
   enum class Access { kRead, kWrite };
 
+  struct Input {
+    int index;
+    const char* name;
+    Access access;
+  };
+
   absl::Status Lock(OpKernelContext* ctx,
                     const std::vector<std::pair<int, const char*>>& inputs,
                     Access access = Access::kRead) {
-    for (const auto& [index, name] : inputs) {
+    std::vector<Input> all;
+    for (const auto& [index, name] : inputs) all.push_back({index, name, access});
+    return LockEach(ctx, all);
+  }
+
+  // Each input with its own access (an op that reads the table and writes
+  // state derived from it); tensor(i) follows the order of `inputs`.
+  absl::Status LockEach(OpKernelContext* ctx, const std::vector<Input>& inputs) {
+    for (const Input& input : inputs) {
       ::tensorflow::core::RefCountPtr<::tensorflow::Var> var;
-      const absl::Status status =
-          ::tensorflow::LookupResource(ctx, ::tensorflow::HandleFromInput(ctx, index), &var);
+      const absl::Status status = ::tensorflow::LookupResource(
+          ctx, ::tensorflow::HandleFromInput(ctx, input.index), &var);
       if (!status.ok()) {
-        return errors::InvalidArgument(name, " must be a variable handle: ",
+        return errors::InvalidArgument(input.name, " must be a variable handle: ",
                                        status.message());
       }
-      for (size_t j = 0; access == Access::kWrite && j < vars_.size(); ++j) {
-        if (vars_[j].get() == var.get()) {
-          return errors::InvalidArgument(name, " and ", inputs[j].second,
+      for (size_t j = 0; j < vars_.size(); ++j) {
+        const bool writes = input.access == Access::kWrite ||
+                            inputs[j].access == Access::kWrite;
+        if (writes && vars_[j].get() == var.get()) {
+          return errors::InvalidArgument(input.name, " and ", inputs[j].name,
                                          " must be different variables");
         }
       }
       vars_.push_back(std::move(var));
     }
-    std::vector<::tensorflow::Var*> order;
-    for (const auto& var : vars_) order.push_back(var.get());
+    // One lock per distinct variable (a variable read twice is written by
+    // neither), in address order.
+    std::vector<std::pair<::tensorflow::Var*, Access>> order;
+    for (size_t i = 0; i < vars_.size(); ++i) order.emplace_back(vars_[i].get(), inputs[i].access);
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
-    for (::tensorflow::Var* var : order) {
+    for (const auto& [var, access] : order) {
       if (access == Access::kWrite) {
         write_locks_.push_back(std::make_unique<::tensorflow::mutex_lock>(*var->mu()));
       } else {
@@ -100,8 +118,7 @@ class LockedVariables {
     }
     for (size_t i = 0; i < vars_.size(); ++i) {
       if (!vars_[i]->is_initialized) {
-        return errors::InvalidArgument(inputs[i].second,
-                                       " is an uninitialized variable");
+        return errors::InvalidArgument(inputs[i].name, " is an uninitialized variable");
       }
     }
     return absl::OkStatus();

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "custom_ops/core/group_by_key.h"
+
 #include "custom_ops/kernels/kernel_tree_common.h"
 
 namespace tf_sampled {
@@ -70,6 +72,46 @@ class KernelTreeBuildOp : public OpKernel {
   bool has_bias_;
 };
 
+// row_deltas [n, F] = phi(new) - phi(old) for n rows, in parallel chunks
+// (so each thread's features are blocked products); fill(r, old_row,
+// new_row) writes row r's old and new values, spec.dim floats each. Returns
+// -1, or a row whose values or features are not finite.
+template <typename Fill>
+int64_t RowDeltasInChunks(OpKernelContext* ctx, const FeatureMapSpec& spec,
+                          int64_t n, const Fill& fill, double* row_deltas) {
+  const int64_t num_features = spec.NumFeatures();
+  constexpr int64_t kChunk = 32;
+  ShardFailure failure;
+  ParallelFor(ctx, (n + kChunk - 1) / kChunk, 2 * kChunk * num_features * spec.dim,
+              [&](int64_t begin, int64_t end) {
+                FeatureScratch scratch;
+                std::vector<double> features;
+                std::vector<float> old_rows(kChunk * spec.dim), new_rows(kChunk * spec.dim);
+                for (int64_t chunk = begin; chunk < end; ++chunk) {
+                  const int64_t r = chunk * kChunk;
+                  const int64_t rows = std::min(kChunk, n - r);
+                  for (int64_t i = 0; i < rows; ++i) {
+                    fill(r + i, old_rows.data() + i * spec.dim, new_rows.data() + i * spec.dim);
+                  }
+                  if (RowFeatureDeltas(spec, old_rows.data(), new_rows.data(), rows,
+                                       row_deltas + r * num_features, &scratch, &features)) {
+                    continue;
+                  }
+                  // The first bad row of the chunk, for the message.
+                  std::vector<double> one(num_features);
+                  for (int64_t i = 0; i < rows; ++i) {
+                    if (!RowFeatureDeltas(spec, old_rows.data() + i * spec.dim,
+                                          new_rows.data() + i * spec.dim, 1, one.data(),
+                                          &scratch, &features)) {
+                      failure.Record(r + i);
+                      break;
+                    }
+                  }
+                }
+              });
+  return failure.failed() ? failure.item() : -1;
+}
+
 class KernelTreeUpdateOp : public OpKernel {
  public:
   explicit KernelTreeUpdateOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -111,39 +153,17 @@ class KernelTreeUpdateOp : public OpKernel {
     std::vector<double> row_deltas(n * num_features);
     const float* old_data = old_rows.flat<float>().data();
     const float* new_data = new_rows.flat<float>().data();
-    ShardFailure failure;
-    // Chunks of rows, so each thread's features are blocked products.
-    constexpr int64_t kChunk = 32;
-    const int64_t num_chunks = (n + kChunk - 1) / kChunk;
-    ParallelFor(ctx, num_chunks, 2 * kChunk * num_features * spec.dim,
-                [&](int64_t begin, int64_t end) {
-                  FeatureScratch scratch;
-                  std::vector<double> features;
-                  for (int64_t chunk = begin; chunk < end; ++chunk) {
-                    const int64_t r = chunk * kChunk;
-                    const int64_t rows = std::min(kChunk, n - r);
-                    if (!RowFeatureDeltas(spec, old_data + r * spec.dim,
-                                          new_data + r * spec.dim, rows,
-                                          row_deltas.data() + r * num_features,
-                                          &scratch, &features)) {
-                      // The first bad row of the chunk, for the message.
-                      for (int64_t i = r; i < r + rows; ++i) {
-                        std::vector<double> one(num_features);
-                        if (!RowFeatureDeltas(spec, old_data + i * spec.dim,
-                                              new_data + i * spec.dim, 1, one.data(),
-                                              &scratch, &features)) {
-                          failure.Record(i);
-                          break;
-                        }
-                      }
-                    }
-                  }
-                });
-    OP_REQUIRES(ctx, !failure.failed(),
+    const int64_t failed = RowDeltasInChunks(
+        ctx, spec, n,
+        [&](int64_t r, float* old_row, float* new_row) {
+          std::copy_n(old_data + r * spec.dim, spec.dim, old_row);
+          std::copy_n(new_data + r * spec.dim, spec.dim, new_row);
+        },
+        row_deltas.data());
+    OP_REQUIRES(ctx, failed < 0,
                 errors::InvalidArgument(
-                    "old_rows and new_rows must be finite: row ",
-                    failure.item(), " (class ",
-                    ids.flat<int64_t>()(failure.item()),
+                    "old_rows and new_rows must be finite: row ", failed,
+                    " (class ", ids.flat<int64_t>()(failed),
                     ") holds a NaN/Inf value or its features overflow"));
 
     std::vector<int64_t> node_ids;
@@ -166,9 +186,88 @@ class KernelTreeUpdateOp : public OpKernel {
   bool has_bias_;
 };
 
+// In place: nodes and the row snapshot are written, the class table read.
+class KernelTreeRefreshRowsOp : public OpKernel {
+ public:
+  explicit KernelTreeRefreshRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using Access = LockedVariables::Access;
+    TreeInputs tree;
+    OP_REQUIRES_OK(ctx, tree.variables.LockEach(ctx, {{2, "embeddings", Access::kRead},
+                                                      {3, "biases", Access::kRead},
+                                                      {0, "nodes", Access::kWrite},
+                                                      {1, "rows", Access::kWrite}}));
+    const Tensor& snapshot_t = tree.variables.tensor(3);
+    OP_REQUIRES_OK(ctx, tree.ParseTree(attrs_, tree.variables.tensor(2),
+                                       tree.variables.tensor(0), tree.variables.tensor(1),
+                                       ctx->input(4), /*values_on_host=*/true));
+    const FeatureMapSpec& spec = tree.spec;
+    const int64_t num_classes = tree.shape.num_classes;
+    const int64_t d = tree.table.d;
+    OP_REQUIRES_OK(ctx, CheckDtype(snapshot_t, ::tensorflow::DT_FLOAT, "rows"));
+    OP_REQUIRES(ctx,
+                snapshot_t.dims() == 2 && snapshot_t.dim_size(0) == num_classes &&
+                    snapshot_t.dim_size(1) == spec.dim,
+                errors::InvalidArgument(
+                    "rows (the snapshot of embeddings", tree.table.biases ? " and biases" : "",
+                    ") must have shape [", num_classes, ", ", spec.dim, "], got ",
+                    snapshot_t.shape().DebugString()));
+    const Tensor& ids = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckClassIds(ids, num_classes, "ids"));
+    KeyGroups groups;
+    GroupByKey(std::vector<int64_t>(ids.flat<int64_t>().data(),
+                                    ids.flat<int64_t>().data() + ids.NumElements()),
+               num_classes - 1, &groups);
+    const std::vector<int64_t>& classes = groups.ids;  // distinct, ascending
+    const int64_t n = classes.size();
+    if (n == 0) return;
+
+    const float* snapshot = snapshot_t.flat<float>().data();
+    const auto current_row = [&](int64_t c, float* out) {
+      std::copy_n(tree.table.embeddings + c * d, d, out);
+      if (tree.table.biases != nullptr) out[d] = tree.table.biases[c];
+    };
+    std::vector<double> row_deltas(n * spec.NumFeatures());
+    const int64_t failed = RowDeltasInChunks(
+        ctx, spec, n,
+        [&](int64_t r, float* old_row, float* new_row) {
+          std::copy_n(snapshot + classes[r] * spec.dim, spec.dim, old_row);
+          current_row(classes[r], new_row);
+        },
+        row_deltas.data());
+    OP_REQUIRES(ctx, failed < 0,
+                errors::InvalidArgument(
+                    "embeddings and biases must be finite: the row of class ",
+                    classes[failed],
+                    " holds a NaN/Inf value or its features overflow (the tree "
+                    "is left unchanged)"));
+
+    Tensor* nodes_t = nullptr;
+    Tensor* rows_t = nullptr;
+    OP_REQUIRES_OK(ctx, tree.variables.MutableTensor(ctx, 2, &nodes_t));
+    OP_REQUIRES_OK(ctx, tree.variables.MutableTensor(ctx, 3, &rows_t));
+    float* rows_out = rows_t->flat<float>().data();
+    ParallelFor(ctx, n, spec.dim, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        current_row(classes[r], rows_out + classes[r] * spec.dim);
+      }
+    });
+    ApplyRowDeltas(tree.shape, spec.NumFeatures(), classes.data(), row_deltas.data(),
+                   n, nodes_t->flat<double>().data(), OpParallelRange(ctx));
+  }
+
+ private:
+  FeatureAttrs attrs_;
+};
+
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeBuild").Device(DEVICE_CPU),
                         KernelTreeBuildOp);
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeUpdate").Device(DEVICE_CPU),
                         KernelTreeUpdateOp);
+REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeRefreshRows").Device(DEVICE_CPU),
+                        KernelTreeRefreshRowsOp);
 
 }  // namespace tf_sampled

@@ -84,6 +84,13 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   return absl::OkStatus();
 }
 
+// The op's CPU thread pool as the core's ParallelRange.
+inline ParallelRange OpParallelRange(OpKernelContext* ctx) {
+  return [ctx](int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& fn) {
+    ParallelFor(ctx, n, cost, fn);
+  };
+}
+
 // The sampling ops' `counter` input (after the tree inputs and true_classes),
 // read on the host by SampleStream::CallBlock (CPU and GPU kernels).
 constexpr int kTreeCounterInput = 6;
@@ -106,18 +113,36 @@ struct TreeInputs {
                      bool values_on_host = true) {
     TF_RETURN_IF_ERROR(variables.Lock(
         ctx, {{0, "nodes"}, {1, "embeddings"}, {2, "biases"}}));
-    const Tensor& nodes_t = variables.tensor(0);
-    const Tensor& embeddings = variables.tensor(1);
-    const Tensor& biases = variables.tensor(2);
+    TF_RETURN_IF_ERROR(ParseTree(attrs, variables.tensor(0), variables.tensor(1),
+                                 variables.tensor(2), ctx->input(3), values_on_host));
+    const Tensor& inputs_t = ctx->input(4);
+    TF_RETURN_IF_ERROR(CheckRank(inputs_t, 2, "inputs"));
+    if (inputs_t.dim_size(1) != table.d) {
+      return errors::InvalidArgument(
+          "inputs must have ", table.d, " columns like embeddings, got shape ",
+          inputs_t.shape().DebugString());
+    }
+    if (values_on_host) {
+      TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
+                                     inputs_t.NumElements(), "inputs"));
+    }
+    inputs = inputs_t.flat<float>().data();
+    batch = inputs_t.dim_size(0);
+    return absl::OkStatus();
+  }
+
+  // The tree (nodes, omega) and the class table it was built from (the
+  // variables' values), checked against each other; fills spec, shape,
+  // table and nodes.
+  absl::Status ParseTree(const FeatureAttrs& attrs, const Tensor& nodes_t,
+                         const Tensor& embeddings, const Tensor& biases,
+                         const Tensor& omega, bool values_on_host) {
     TF_RETURN_IF_ERROR(CheckDtype(nodes_t, ::tensorflow::DT_DOUBLE, "nodes"));
     TF_RETURN_IF_ERROR(CheckDtype(embeddings, ::tensorflow::DT_FLOAT, "embeddings"));
     TF_RETURN_IF_ERROR(CheckDtype(biases, ::tensorflow::DT_FLOAT, "biases"));
-    const Tensor& omega = ctx->input(3);
-    const Tensor& inputs_t = ctx->input(4);
     TF_RETURN_IF_ERROR(CheckRank(embeddings, 2, "embeddings"));
     TF_RETURN_IF_ERROR(CheckRank(biases, 1, "biases"));
     TF_RETURN_IF_ERROR(CheckRank(nodes_t, 2, "nodes"));
-    TF_RETURN_IF_ERROR(CheckRank(inputs_t, 2, "inputs"));
     const int64_t num_classes = embeddings.dim_size(0);
     const int64_t d = embeddings.dim_size(1);
     if (num_classes < 1 || d < 1) {
@@ -130,15 +155,6 @@ struct TreeInputs {
       return errors::InvalidArgument(
           "biases must have shape [", num_classes, "] (or [0] for none), got ",
           biases.shape().DebugString());
-    }
-    if (inputs_t.dim_size(1) != d) {
-      return errors::InvalidArgument(
-          "inputs must have ", d, " columns like embeddings, got shape ",
-          inputs_t.shape().DebugString());
-    }
-    if (values_on_host) {
-      TF_RETURN_IF_ERROR(CheckFinite(inputs_t.flat<float>().data(),
-                                     inputs_t.NumElements(), "inputs"));
     }
     TF_RETURN_IF_ERROR(MakeSpec(attrs, omega, d + (has_biases ? 1 : 0),
                                 has_biases, &spec, values_on_host));
@@ -156,8 +172,6 @@ struct TreeInputs {
     table.biases = has_biases ? biases.flat<float>().data() : nullptr;
     table.d = d;
     nodes = nodes_t.flat<double>().data();
-    inputs = inputs_t.flat<float>().data();
-    batch = inputs_t.dim_size(0);
     return absl::OkStatus();
   }
 };

@@ -81,12 +81,7 @@ class KernelTreeSampleOp : public OpKernel {
     request.ids = ids_t->flat<int64_t>().data();
     request.log_q = log_q_t->flat<float>().data();
     request.true_log_q = true_log_q_t->flat<float>().data();
-    const int64_t failed = SampleBatch(
-        tree, request,
-        [ctx](int64_t n, int64_t cost,
-              const std::function<void(int64_t, int64_t)>& fn) {
-          ParallelFor(ctx, n, cost, fn);
-        });
+    const int64_t failed = SampleBatch(tree, request, OpParallelRange(ctx));
     OP_REQUIRES(ctx, failed < 0, NonFiniteRowError(failed));
   }
 

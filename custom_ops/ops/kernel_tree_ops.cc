@@ -65,6 +65,29 @@ summed onto every node of each row's path. Add node_deltas to the node rows
 node_ids (e.g. with a scatter-add) to update the tree.
 )doc");
 
+REGISTER_OP("TfSampled>KernelTreeRefreshRows")
+    .Input("nodes: resource")
+    .Input("rows: resource")
+    .Input("embeddings: resource")
+    .Input("biases: resource")
+    .Input("omega: float")
+    .Input("ids: int64")
+    .TF_SAMPLED_FEATURE_ATTRS
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle omega;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &omega));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Brings the tree up to date for the classes `ids` (any shape, duplicates
+allowed), in place: reads their current rows from `embeddings` (and
+`biases`, or a [0] variable for none), replaces phi(old) by phi(new) in their
+leaves' sums, where old is the snapshot `rows` [num_classes, dim (+1)], sums
+the internal nodes above them again and copies the new rows into `rows`. All
+variables are used in place under their locks; on a bad input nothing changes.
+)doc");
+
 // Checks the inputs shared by the sampling ops and returns the batch size.
 // nodes, embeddings and biases are variable handles (read in place), so
 // their shapes are checked by the kernels.

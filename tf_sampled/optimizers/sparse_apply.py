@@ -18,14 +18,10 @@ from tf_sampled import _variables
 
 
 def _op_variables(variables):
-    """The in-place-updatable tf.Variables behind `variables`, or None."""
-    out = []
-    for value in variables:
-        variable = _variables.as_float32_tf_variable(value)
-        if (variable is None or isinstance(variable, tf.distribute.DistributedValues)
-                or "GPU" in (variable.device or "").upper()):
-            return None
-        out.append(variable)
+    """The in-place-updatable float32 tf.Variables behind `variables`, or None."""
+    out = _variables.in_place_variables(variables)
+    if out is None or any(variable.dtype != tf.float32 for variable in out):
+        return None
     return out
 
 

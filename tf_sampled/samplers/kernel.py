@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from tf_sampled import _ops
+from tf_sampled import _variables
 from tf_sampled import features as features_lib
 from tf_sampled.samplers import base
 
@@ -154,7 +155,9 @@ class KernelSampler(base.Sampler):
           ids: None for a full rebuild (O(num_classes * F * dim)), or the class
             ids whose rows changed (any shape, duplicates allowed): their old
             features are replaced on every node of their paths,
-            O(len(ids) * F * (dim + log num_leaves)).
+            O(len(ids) * F * (dim + log num_leaves)). Plain CPU variables are
+            updated in place by one op; mirrored or GPU ones through node
+            deltas and a scatter-add.
         """
         if ids is None:
             # Build first: a failed build (a NaN row) leaves the state as it was.
@@ -171,7 +174,17 @@ class KernelSampler(base.Sampler):
         ids = tf.convert_to_tensor(ids)
         if not ids.dtype.is_integer:
             raise ValueError(f"ids must be integer class ids, got dtype {ids.dtype.name}")
-        ids, _ = tf.unique(tf.reshape(tf.cast(ids, tf.int64), [-1]))
+        ids = tf.cast(ids, tf.int64)
+        in_place = _variables.in_place_variables(
+            [self.nodes, self.rows, self._table, self._bias_table])
+        if in_place is not None:
+            # One op reads the rows in place and updates nodes and snapshot.
+            nodes, rows, table, bias_table = in_place
+            self._library.tf_sampled_kernel_tree_refresh_rows(
+                nodes=nodes.handle, rows=rows.handle, embeddings=table.handle,
+                biases=bias_table.handle, omega=self.omega, ids=ids, **self._attrs)
+            return
+        ids, _ = tf.unique(tf.reshape(ids, [-1]))
         # The op validates the ids; clipping only keeps the gathers from
         # failing first with a less precise message.
         safe_ids = tf.clip_by_value(ids, 0, self.num_classes - 1)
