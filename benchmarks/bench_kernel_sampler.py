@@ -51,6 +51,7 @@ import platform
 import resource
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -319,6 +320,15 @@ def build_functions(w, b, sampler, h, labels, num_classes, num_sampled, with_ful
         return tf.constant(0)
 
     @tf.function
+    def refresh_ids_by_deltas(ids):
+        # The path mirrored and GPU variables take (node deltas + scatter-add),
+        # forced while tracing, for the side-by-side comparison.
+        with mock.patch.object(tfs.samplers.kernel._variables, "in_place_variables",
+                               return_value=None):
+            sampler.refresh(ids)
+        return tf.constant(0)
+
+    @tf.function
     def refresh_full():
         sampler.refresh()
         return tf.constant(0)
@@ -328,7 +338,7 @@ def build_functions(w, b, sampler, h, labels, num_classes, num_sampled, with_ful
         steps["d"] = step_d
     extras = {"sample": sample_pe, "shared": sample_shared, "logu": sample_logu,
               "readW": read_w}
-    return steps, extras, refresh_ids, refresh_full, step_ids
+    return steps, extras, (refresh_ids, refresh_ids_by_deltas), refresh_full, step_ids
 
 
 # ----------------------------------------------------------------------------
@@ -389,7 +399,8 @@ def run_one(num_classes, args, log):
     row["refresh_ids_unique"] = int(tf.size(tf.unique(ids)[0]))
     fns = dict(steps)
     fns.update(extras)
-    fns["upd"] = lambda: refresh_ids(ids)
+    fns["upd"] = lambda: refresh_ids[0](ids)
+    fns["upd_deltas"] = lambda: refresh_ids[1](ids)
     medians, reps = bench(fns, args, log=log)
     row.update(medians)
     row["reps"] = reps
@@ -463,14 +474,16 @@ def report(rows, sweep, args):
     lines.append("Sampling and tree maintenance (ms unless noted):")
     lines.append("")
     lines.append("| C | sample per-ex | sample per-ex, fresh vars | shared | shared, fresh vars | "
-                 "TF log-uniform | W read (copy) | k | refresh(ids) | refresh() s | "
+                 "TF log-uniform | W read (copy) | k | refresh(ids) | refresh(ids) by node "
+                 "deltas | refresh() s | "
                  "constructor s | nodes | rows | table | nodes/table | (nodes+rows)/table |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lines.append(
             f"| {fmt_c(r['C'])} | {fmt_ms(r['sample'])} | {fmt_ms(r['sample_fresh'])} | "
             f"{fmt_ms(r['shared'])} | {fmt_ms(r['shared_fresh'])} | {fmt_ms(r['logu'])} | "
             f"{fmt_ms(r['readW'])} | {r['k']:.1f} | {fmt_ms(r['upd'])} | "
+            f"{fmt_ms(r['upd_deltas'])} | "
             f"{r['refresh_s']:.2f} | {r['build_s']:.2f} | {fmt_bytes(r['nodes_bytes'])} | "
             f"{fmt_bytes(r['rows_bytes'])} | {fmt_bytes(r['table_bytes'])} | "
             f"{r['nodes_bytes'] / r['table_bytes']:.3f} | "

@@ -132,7 +132,7 @@ def run_one(num_classes, args, log):
         row["refresh_s"] = statistics.median(time_once(refresh_full) for _ in range(3))
         log(f"  refresh() {row['refresh_s']:.2f} s (median of 3)")
         fns.update(steps)
-        fns["upd"] = lambda: refresh_ids(touched)
+        fns["upd"] = lambda: refresh_ids[0](touched)
     medians, reps = bench(fns, args, log=lambda m: None)
     row.update(medians)
     row["reps"] = reps
