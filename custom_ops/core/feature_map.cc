@@ -61,6 +61,7 @@ bool IsLinearInQuery(const FeatureMapSpec& spec) {
 namespace {
 
 // Four accumulators: one would chain every add on the last one's latency.
+TF_SAMPLED_MULTIVERSION
 double SquaredNorm(const float* v, int64_t n) {
   double s[4] = {0, 0, 0, 0};
   int64_t i = 0;

@@ -73,12 +73,13 @@ class KernelTreeBuildOp : public OpKernel {
 };
 
 // row_deltas [n, F] = phi(new) - phi(old) for n rows, in parallel chunks
-// (so each thread's features are blocked products); fill(r, old_row,
-// new_row) writes row r's old and new values, spec.dim floats each. Returns
-// -1, or a row whose values or features are not finite.
-template <typename Fill>
+// (so each thread's features are blocked products): new_rows [n, spec.dim]
+// contiguous, fill_old(r, out) writes row r's old values (spec.dim floats).
+// Returns -1, or a row whose values or features are not finite.
+template <typename FillOld>
 int64_t RowDeltasInChunks(OpKernelContext* ctx, const FeatureMapSpec& spec,
-                          int64_t n, const Fill& fill, double* row_deltas) {
+                          int64_t n, const FillOld& fill_old, const float* new_rows,
+                          double* row_deltas) {
   const int64_t num_features = spec.NumFeatures();
   constexpr int64_t kChunk = 32;
   ShardFailure failure;
@@ -86,14 +87,13 @@ int64_t RowDeltasInChunks(OpKernelContext* ctx, const FeatureMapSpec& spec,
               [&](int64_t begin, int64_t end) {
                 FeatureScratch scratch;
                 std::vector<double> features;
-                std::vector<float> old_rows(kChunk * spec.dim), new_rows(kChunk * spec.dim);
+                std::vector<float> old_rows(kChunk * spec.dim);
                 for (int64_t chunk = begin; chunk < end; ++chunk) {
                   const int64_t r = chunk * kChunk;
                   const int64_t rows = std::min(kChunk, n - r);
-                  for (int64_t i = 0; i < rows; ++i) {
-                    fill(r + i, old_rows.data() + i * spec.dim, new_rows.data() + i * spec.dim);
-                  }
-                  if (RowFeatureDeltas(spec, old_rows.data(), new_rows.data(), rows,
+                  for (int64_t i = 0; i < rows; ++i) fill_old(r + i, old_rows.data() + i * spec.dim);
+                  const float* new_chunk = new_rows + r * spec.dim;
+                  if (RowFeatureDeltas(spec, old_rows.data(), new_chunk, rows,
                                        row_deltas + r * num_features, &scratch, &features)) {
                     continue;
                   }
@@ -101,8 +101,8 @@ int64_t RowDeltasInChunks(OpKernelContext* ctx, const FeatureMapSpec& spec,
                   std::vector<double> one(num_features);
                   for (int64_t i = 0; i < rows; ++i) {
                     if (!RowFeatureDeltas(spec, old_rows.data() + i * spec.dim,
-                                          new_rows.data() + i * spec.dim, 1, one.data(),
-                                          &scratch, &features)) {
+                                          new_chunk + i * spec.dim, 1, one.data(), &scratch,
+                                          &features)) {
                       failure.Record(r + i);
                       break;
                     }
@@ -155,11 +155,10 @@ class KernelTreeUpdateOp : public OpKernel {
     const float* new_data = new_rows.flat<float>().data();
     const int64_t failed = RowDeltasInChunks(
         ctx, spec, n,
-        [&](int64_t r, float* old_row, float* new_row) {
+        [&](int64_t r, float* old_row) {
           std::copy_n(old_data + r * spec.dim, spec.dim, old_row);
-          std::copy_n(new_data + r * spec.dim, spec.dim, new_row);
         },
-        row_deltas.data());
+        new_data, row_deltas.data());
     OP_REQUIRES(ctx, failed < 0,
                 errors::InvalidArgument(
                     "old_rows and new_rows must be finite: row ", failed,
@@ -230,14 +229,19 @@ class KernelTreeRefreshRowsOp : public OpKernel {
       std::copy_n(tree.table.embeddings + c * d, d, out);
       if (tree.table.biases != nullptr) out[d] = tree.table.biases[c];
     };
+    // The new rows are gathered once, here, and copied into the snapshot
+    // only once every row has passed (a bad row leaves the state as it was).
+    std::vector<float> new_rows(n * spec.dim);
+    ParallelFor(ctx, n, spec.dim, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) current_row(classes[r], new_rows.data() + r * spec.dim);
+    });
     std::vector<double> row_deltas(n * spec.NumFeatures());
     const int64_t failed = RowDeltasInChunks(
         ctx, spec, n,
-        [&](int64_t r, float* old_row, float* new_row) {
+        [&](int64_t r, float* old_row) {
           std::copy_n(snapshot + classes[r] * spec.dim, spec.dim, old_row);
-          current_row(classes[r], new_row);
         },
-        row_deltas.data());
+        new_rows.data(), row_deltas.data());
     OP_REQUIRES(ctx, failed < 0,
                 errors::InvalidArgument(
                     "embeddings and biases must be finite: the row of class ",
@@ -252,7 +256,7 @@ class KernelTreeRefreshRowsOp : public OpKernel {
     float* rows_out = rows_t->flat<float>().data();
     ParallelFor(ctx, n, spec.dim, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        current_row(classes[r], rows_out + classes[r] * spec.dim);
+        std::copy_n(new_rows.data() + r * spec.dim, spec.dim, rows_out + classes[r] * spec.dim);
       }
     });
     ApplyRowDeltas(tree.shape, spec.NumFeatures(), classes.data(), row_deltas.data(),
