@@ -147,8 +147,8 @@ void PositiveFeaturesFromDots(const FeatureMapSpec& spec, const float* rows,
       simd::Store8(l + j, v);
       top8 = simd::Max8(top8, v);
     }
-    float top = std::max(std::max(std::max(top8[0], top8[1]), std::max(top8[2], top8[3])),
-                         std::max(std::max(top8[4], top8[5]), std::max(top8[6], top8[7])));
+    float top = top8[0];
+    for (int k = 1; k < 8; ++k) top = std::max(top, top8[k]);
     for (; j < m; ++j) {
       l[j] *= root_tau;
       top = std::max(top, l[j]);

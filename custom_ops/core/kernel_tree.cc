@@ -19,6 +19,14 @@ namespace {
 // enough that a leaf of any size needs bounded scratch.
 constexpr int64_t kFeatureChunk = 64;
 
+// An internal node's sum from its children's, as a build and a refresh set it.
+inline void SumChildren(int64_t node, int64_t num_features, double* nodes) {
+  double* out = nodes + node * num_features;
+  const double* left = nodes + 2 * node * num_features;
+  const double* right = left + num_features;
+  for (int64_t j = 0; j < num_features; ++j) out[j] = left[j] + right[j];
+}
+
 }  // namespace
 
 bool SumLeafFeatures(const FeatureMapSpec& spec, const TreeShape& shape,
@@ -43,10 +51,7 @@ bool SumLeafFeatures(const FeatureMapSpec& spec, const TreeShape& shape,
 void SumInternalNodes(const TreeShape& shape, int64_t num_features,
                       double* nodes) {
   for (int64_t node = shape.NumLeaves() - 1; node >= 1; --node) {
-    double* out = nodes + node * num_features;
-    const double* left = nodes + 2 * node * num_features;
-    const double* right = left + num_features;
-    for (int64_t j = 0; j < num_features; ++j) out[j] = left[j] + right[j];
+    SumChildren(node, num_features, nodes);
   }
 }
 
@@ -104,18 +109,20 @@ void ApplyRowDeltas(const TreeShape& shape, int64_t num_features,
                     const int64_t* ids, const double* row_deltas, int64_t n,
                     double* nodes, const ParallelRange& parallel) {
   // The ids ascend, so each leaf's rows are consecutive: leaf_begin[l] is
-  // the first row of the l-th touched leaf.
-  std::vector<int64_t> leaf_begin;
+  // the first row of the l-th touched leaf, level[l] its node.
+  std::vector<int64_t> leaf_begin, level;
   for (int64_t r = 0; r < n; ++r) {
-    if (r == 0 || shape.LeafOf(ids[r]) != shape.LeafOf(ids[r - 1])) leaf_begin.push_back(r);
+    if (r == 0 || shape.LeafOf(ids[r]) != shape.LeafOf(ids[r - 1])) {
+      leaf_begin.push_back(r);
+      level.push_back(shape.NodeOfLeaf(shape.LeafOf(ids[r])));
+    }
   }
-  const int64_t num_touched = leaf_begin.size();
+  const int64_t num_touched = level.size();
   leaf_begin.push_back(n);
   parallel(num_touched, num_features * (1 + n / std::max<int64_t>(num_touched, 1)),
            [&](int64_t begin, int64_t end) {
              for (int64_t l = begin; l < end; ++l) {
-               const int64_t leaf = shape.LeafOf(ids[leaf_begin[l]]);
-               double* out = nodes + shape.NodeOfLeaf(leaf) * num_features;
+               double* out = nodes + level[l] * num_features;
                for (int64_t r = leaf_begin[l]; r < leaf_begin[l + 1]; ++r) {
                  const double* in = row_deltas + r * num_features;
                  for (int64_t j = 0; j < num_features; ++j) out[j] += in[j];
@@ -123,10 +130,7 @@ void ApplyRowDeltas(const TreeShape& shape, int64_t num_features,
              }
            });
   // The internal nodes above them: parents of an ascending list ascend too.
-  std::vector<int64_t> level(num_touched), internal;
-  for (int64_t l = 0; l < num_touched; ++l) {
-    level[l] = shape.NodeOfLeaf(shape.LeafOf(ids[leaf_begin[l]]));
-  }
+  std::vector<int64_t> internal;
   while (!level.empty()) {
     std::vector<int64_t> parents;
     for (const int64_t node : level) {
@@ -146,12 +150,7 @@ void ApplyRowDeltas(const TreeShape& shape, int64_t num_features,
     int64_t lo = hi - 1;
     while (lo > 0 && depth(internal[lo - 1]) == depth(internal[hi - 1])) --lo;
     parallel(hi - lo, 2 * num_features, [&](int64_t begin, int64_t end) {
-      for (int64_t i = lo + begin; i < lo + end; ++i) {
-        double* out = nodes + internal[i] * num_features;
-        const double* left = nodes + 2 * internal[i] * num_features;
-        const double* right = left + num_features;
-        for (int64_t j = 0; j < num_features; ++j) out[j] = left[j] + right[j];
-      }
+      for (int64_t i = lo + begin; i < lo + end; ++i) SumChildren(internal[i], num_features, nodes);
     });
     hi = lo;
   }

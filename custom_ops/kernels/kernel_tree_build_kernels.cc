@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "custom_ops/core/group_by_key.h"
-
 #include "custom_ops/kernels/kernel_tree_common.h"
 
 namespace tf_sampled {
@@ -225,15 +224,15 @@ class KernelTreeRefreshRowsOp : public OpKernel {
     if (n == 0) return;
 
     const float* snapshot = snapshot_t.flat<float>().data();
-    const auto current_row = [&](int64_t c, float* out) {
-      std::copy_n(tree.table.embeddings + c * d, d, out);
-      if (tree.table.biases != nullptr) out[d] = tree.table.biases[c];
-    };
     // The new rows are gathered once, here, and copied into the snapshot
     // only once every row has passed (a bad row leaves the state as it was).
     std::vector<float> new_rows(n * spec.dim);
     ParallelFor(ctx, n, spec.dim, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) current_row(classes[r], new_rows.data() + r * spec.dim);
+      for (int64_t r = begin; r < end; ++r) {
+        float* out = new_rows.data() + r * spec.dim;
+        std::copy_n(tree.table.embeddings + classes[r] * d, d, out);
+        if (tree.table.biases != nullptr) out[d] = tree.table.biases[classes[r]];
+      }
     });
     std::vector<double> row_deltas(n * spec.NumFeatures());
     const int64_t failed = RowDeltasInChunks(
