@@ -273,13 +273,12 @@ void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
   }
 }
 
-TF_SAMPLED_MULTIVERSION
-double NodeLogMass(const FeatureMapSpec& spec, const double* query,
-                   const double* node_sum) {
-  if (spec.kind != FeatureKind::kGaussianMoments) {
-    const double mass = DotDouble(query, node_sum, spec.NumFeatures());
-    return mass > 0 ? std::log(mass) : -INFINITY;  // NaN -> -inf as well
-  }
+namespace {
+
+// The moments' log-normal estimate of a node's log mass; -inf where the node
+// holds no weight, never NaN.
+double MomentsLogMass(const FeatureMapSpec& spec, const double* query,
+                      const double* node_sum) {
   const double total = node_sum[0];  // sum of class weights (or the count)
   if (!(total > 0)) return -INFINITY;
   const int64_t n = spec.FeatureDim();
@@ -290,6 +289,31 @@ double NodeLogMass(const FeatureMapSpec& spec, const double* query,
     score += query[k] * mean + query[n + k] * var;
   }
   return std::isnan(score) ? -INFINITY : score;
+}
+
+}  // namespace
+
+TF_SAMPLED_MULTIVERSION
+double LeftMassShare(const FeatureMapSpec& spec, const double* query,
+                     const double* left, const double* right) {
+  if (spec.kind == FeatureKind::kGaussianMoments) {
+    // Scores are logs (their masses would overflow).
+    const double log_a = MomentsLogMass(spec, query, left);
+    const double log_b = MomentsLogMass(spec, query, right);
+    if (log_a == -INFINITY && log_b == -INFINITY) return 0.5;
+    const double diff = log_b - log_a;
+    return std::isnan(diff) ? 0.5 : 1.0 / (1.0 + std::exp(diff));
+  }
+  // Masses phi(x).z, compared directly: no logarithm per node visited.
+  double a = DotDouble(query, left, spec.NumFeatures());
+  double b = DotDouble(query, right, spec.NumFeatures());
+  a = a > 0 ? a : 0.0;  // negative (random Fourier) or NaN: no mass
+  b = b > 0 ? b : 0.0;
+  if (std::isinf(a) || std::isinf(b)) {
+    return std::isinf(a) ? (std::isinf(b) ? 0.5 : 1.0) : 0.0;
+  }
+  if (a == 0) return b == 0 ? 0.5 : 0.0;
+  return 1.0 / (1.0 + b / a);  // b / a may overflow: then 0, the limit
 }
 
 bool LogKernelIsScaledDot(FeatureKind kind) {

@@ -83,10 +83,12 @@ int64_t QuerySize(const FeatureMapSpec& spec);
 // of queries is one query: true for the kernel maps).
 bool IsLinearInQuery(const FeatureMapSpec& spec);
 
-// log of a node's mass for the query (log phi(x).z for the kernel maps, -inf
-// where that is not positive; the log-normal estimate for moments). Never NaN.
-double NodeLogMass(const FeatureMapSpec& spec, const double* query,
-                   const double* node_sum);
+// m(left) / (m(left) + m(right)) for a node's children summaries: m =
+// phi(x).z for the kernel maps (no mass where that is not positive), the
+// log-normal estimate for moments; 1/2 where neither child has mass, never
+// NaN. Not clamped.
+double LeftMassShare(const FeatureMapSpec& spec, const double* query,
+                     const double* left, const double* right);
 
 // Whether the map's exact log kernel is temperature * x.y (the exp kernels),
 // which batched callers compute without ExactLogKernel.

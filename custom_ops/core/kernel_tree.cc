@@ -259,20 +259,10 @@ void KernelTree::SetMixtureQuery(const MixtureSums& sums,
   }
 }
 
-void KernelTree::BranchLogProbs(const QueryState& state, int64_t node,
-                                double* log_left, double* log_right) const {
+double KernelTree::LeftProb(const QueryState& state, int64_t node) const {
   const double* left = nodes_ + 2 * node * num_features_;
-  const double log_a = NodeLogMass(spec_, state.phi.data(), left);
-  const double log_b = NodeLogMass(spec_, state.phi.data(), left + num_features_);
-  // p = a / (a + b); no mass on either side (or two infinities) gives 1/2.
-  double p = 0.5;
-  if (log_a > -INFINITY || log_b > -INFINITY) {
-    const double diff = log_b - log_a;
-    if (!std::isnan(diff)) p = 1.0 / (1.0 + std::exp(diff));
-  }
-  p = std::min(std::max(p, kMinBranchProb), 1.0 - kMinBranchProb);
-  *log_left = std::log(p);
-  *log_right = std::log1p(-p);
+  const double p = LeftMassShare(spec_, state.phi.data(), left, left + num_features_);
+  return std::min(std::max(p, kMinBranchProb), 1.0 - kMinBranchProb);
 }
 
 TF_SAMPLED_MULTIVERSION
@@ -352,13 +342,12 @@ void KernelTree::DrawInLeaf(const LeafKernels& kernels, int64_t count,
 }
 
 double KernelTree::LeafLogProb(const QueryState& state, int64_t leaf) const {
-  double log_p = 0;
+  double p = 1;
   for (int64_t node = shape_.NodeOfLeaf(leaf); node > 1; node >>= 1) {
-    double log_left, log_right;
-    BranchLogProbs(state, node >> 1, &log_left, &log_right);
-    log_p += (node & 1) ? log_right : log_left;
+    const double p_left = LeftProb(state, node >> 1);
+    p *= (node & 1) ? 1.0 - p_left : p_left;
   }
-  return log_p;
+  return std::log(p);
 }
 
 void ShuffleDraws(int64_t n, Random* rng, int64_t* ids, float* log_q) {
@@ -373,23 +362,21 @@ void KernelTree::Descend(QueryState* state, int64_t num_sampled, Random* rng,
                          std::vector<LeafDraws>* leaves) const {
   const int64_t num_leaves = shape_.NumLeaves();
   std::vector<QueryState::Pending>& stack = state->stack;
-  stack.assign(1, {1, num_sampled, 0.0});
+  stack.assign(1, {1, num_sampled, 1.0});
   while (!stack.empty()) {
     const QueryState::Pending item = stack.back();
     stack.pop_back();
     if (item.node >= num_leaves) {
-      leaves->push_back({item.node - num_leaves, item.count, item.log_p});
+      leaves->push_back({item.node - num_leaves, item.count, std::log(item.p)});
       continue;
     }
-    double log_left, log_right;
-    BranchLogProbs(*state, item.node, &log_left, &log_right);
-    const double p_left = std::exp(log_left);
+    const double p_left = LeftProb(*state, item.node);
     int64_t left = 0;
     for (int64_t k = 0; k < item.count; ++k) left += rng->Uniform() < p_left;
     if (item.count - left > 0) {
-      stack.push_back({2 * item.node + 1, item.count - left, item.log_p + log_right});
+      stack.push_back({2 * item.node + 1, item.count - left, item.p * (1.0 - p_left)});
     }
-    if (left > 0) stack.push_back({2 * item.node, left, item.log_p + log_left});
+    if (left > 0) stack.push_back({2 * item.node, left, item.p * p_left});
   }
 }
 

@@ -8,7 +8,7 @@
 //
 // A query descends from the root choosing a child with probability
 // m(left) / (m(left) + m(right)), m = phi(x).z(child) for the kernel maps
-// (NodeLogMass in feature_map.h gives m for every summary), clamped into
+// (LeftMassShare in feature_map.h compares m for every summary), clamped into
 // [kMinBranchProb, 1 - kMinBranchProb] (random Fourier masses can be negative,
 // positive masses can underflow), then draws a class inside the leaf from the
 // map's exact kernel. The returned log q is that of this clamped process,
@@ -129,7 +129,7 @@ struct QueryState {
   struct Pending {
     int64_t node;
     int64_t count;
-    double log_p;
+    double p;  // P(reach node)
   };
   std::vector<Pending> stack;
   std::vector<LeafDraws> leaves;
@@ -223,9 +223,11 @@ class KernelTree {
   const FeatureMapSpec& spec() const { return spec_; }
 
  private:
-  // log P(left), log P(right) at internal node `node`.
-  void BranchLogProbs(const QueryState& state, int64_t node, double* log_left,
-                      double* log_right) const;
+  // P(left) at internal node `node`, clamped. Paths multiply these (one log
+  // per leaf reached, not two per node): a path's probability is at least
+  // kMinBranchProb^depth, far above the smallest double for any tree that
+  // fits in memory.
+  double LeftProb(const QueryState& state, int64_t node) const;
   // The leaf's kernels for the state's query, in the state's buffers.
   bool LeafLogKernels(QueryState* state, int64_t leaf, LeafKernels* out) const;
 

@@ -198,7 +198,8 @@ __device__ inline double QueryFeatureRaw(const FeatureMapSpec& spec,
   return 0.0;
 }
 
-// NodeLogMass, computed by a warp (every lane gets the result).
+// log of a node's mass (the masses LeftMassShare in feature_map.h compares),
+// computed by a warp (every lane gets the result).
 __device__ inline double WarpNodeLogMass(const FeatureMapSpec& spec,
                                          const double* query,
                                          const double* node_sum, int lane) {
@@ -222,7 +223,9 @@ __device__ inline double WarpNodeLogMass(const FeatureMapSpec& spec,
   return isnan(score) ? -INFINITY : score;
 }
 
-// KernelTree::BranchLogProbs, by a warp.
+// log P(left), log P(right) of KernelTree::LeftProb, by a warp, in the log
+// domain (the same probabilities up to rounding; the CPU multiplies them
+// along a path instead, to save the logarithms).
 __device__ inline void WarpBranchLogProbs(const FeatureMapSpec& spec,
                                           const double* query,
                                           const double* nodes, int64_t f,
