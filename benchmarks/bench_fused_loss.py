@@ -34,6 +34,7 @@ import math
 import os
 import platform
 
+import numpy as np
 import tensorflow as tf
 
 import tf_sampled as tfs
@@ -177,7 +178,11 @@ def main(argv=None):
         steps, fixed = step_functions(w, b, sampler, h, labels, c, s)
         medians, reps = bench(steps, args, log=log)
         k = mean_distinct_leaves(fixed.ids.numpy(), args.leaf_size)
-        row = dict(S=s, k=k, reps=reps, **medians)
+        # The batched in-leaf step reads each leaf a batch reaches once (its
+        # draws' leaves and its labels', for their log q).
+        batch_leaves = len(np.unique(np.concatenate(
+            [fixed.ids.numpy().ravel(), np.asarray(labels).ravel()]) // args.leaf_size))
+        row = dict(S=s, k=k, batch_leaves=batch_leaves, reps=reps, **medians)
         rows.append(row)
         log("  " + ", ".join(f"{n} {fmt_ms(v)} ms" for n, v in medians.items())
             + f"; k = {k:.1f}")
@@ -196,18 +201,19 @@ def main(argv=None):
                          f"{fmt_ms(hh)} | {fmt_ratio(f / a)} | {fmt_ratio(g / a)} | "
                          f"{fmt_ratio(hh / g)} |")
     lines += ["", "Parts of (h), timed alone (ms; share of their sum), k = distinct leaves "
-              "per query, and the bytes the sampler's in-leaf step reads:", "",
-              "| S | sample | fused loss + SGD | refresh(ids) | k | in-leaf bytes/step | "
+              "per query, U = distinct leaves per batch, and the bytes the sampler's "
+              "in-leaf step reads (each of the U leaves once):", "",
+              "| S | sample | fused loss + SGD | refresh(ids) | k | U | in-leaf bytes/step | "
               "at the read bandwidth | loss rows bytes/step |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         parts = [r["h:sample"], r["h:loss"], r["h:refresh"]]
         total = sum(parts)
-        leaf_bytes = batch * r["k"] * args.leaf_size * d * 4
+        leaf_bytes = r["batch_leaves"] * args.leaf_size * d * 4
         loss_bytes = batch * (r["S"] + 1) * d * 4
         lines.append(
             f"| {r['S']} | " + " | ".join(f"{fmt_ms(p)} ({p / total:.0%})" for p in parts)
-            + f" | {r['k']:.1f} | {leaf_bytes / 1e6:.0f} MB | "
+            + f" | {r['k']:.1f} | {r['batch_leaves']} | {leaf_bytes / 1e6:.0f} MB | "
             f"{leaf_bytes / (bandwidth * 1e9) * 1e3:.1f} ms | {loss_bytes / 1e6:.1f} MB |")
     lines += ["", "Targets:", ""]
     for r in rows:
