@@ -11,7 +11,6 @@
 #define TF_SAMPLED_CORE_KERNEL_TREE_BATCH_H_
 
 #include <cstdint>
-#include <functional>
 
 #include "custom_ops/core/kernel_tree.h"
 
