@@ -66,8 +66,12 @@ class AdversarialSampler(base.Sampler):
         sampler's.
 
     Args:
-      mean, projection, params, leaf_of_class, class_of_leaf: a fitted model
-        (from `fit`, or arrays saved by `save`).
+      mean: [dim] input mean of a fitted model (from `fit`, or arrays saved
+        by `save`), as the four arrays below.
+      projection: [dim, k] whitened PCA basis.
+      params: [num_classes, k + 1] node regressions.
+      leaf_of_class: [num_classes] int64 leaf slot of each class.
+      class_of_leaf: [num_classes] int64 class of each leaf slot.
       name: module name.
     """
 
@@ -132,7 +136,8 @@ class AdversarialSampler(base.Sampler):
           labels: [N] int classes in [0, num_classes) (first label per example).
           num_classes: C >= 2; N must be >= C.
           projection_dim: k <= dim.
-          num_iterations, newton_steps: fit effort per node (>= 1).
+          num_iterations: rounds of Newton steps and re-assignment per node (>= 1).
+          newton_steps: Newton steps per round (>= 1).
           l2: ridge on each node's (w, b), > 0.
           name: module name.
 
@@ -293,7 +298,8 @@ class AdversarialSampler(base.Sampler):
 
         Args:
           inputs: [batch, dim] float.
-          start, stop: int scalars (tensors too), 0 <= start < stop <= num_subtrees.
+          start: int scalar (tensors too), the first subtree, 0 <= start < stop.
+          stop: int scalar (tensors too), one past the last subtree, <= num_subtrees.
           dtype: computation dtype.
 
         Returns:
@@ -342,14 +348,19 @@ def subtree_log_probs(projected, params, start, stop, dtype=tf.float32):
     frontier = 1 << depth
     x = tf.cast(projected, dtype)
     batch = tf.shape(x)[0]
+    # [x, 1]: each node's bias is folded into the matmul. A MatMul followed by
+    # a bias add is fused by oneDNN into an inner product whose primitive
+    # aborts the process on a weight with no rows, and the last level has no
+    # internal node whenever C is a power of two; a plain MatMul of n = 0
+    # rows is an empty [batch, 0] result, as it should be.
+    x_one = tf.concat([x, tf.ones([batch, 1], dtype)], 1)
     # int32 ranges: heap ids stay below 2C (int32 covers C up to 2^30).
     first = frontier + tf.cast(start, tf.int32)
     last = frontier + tf.cast(stop, tf.int32)  # exclusive
 
     def children(log_p, lo, hi):
         """log P of nodes [2 lo, 2 hi) from that of internal nodes [lo, hi)."""
-        rows = params[lo:hi]
-        z = tf.matmul(x, rows[:, :-1], transpose_b=True) + rows[:, -1]
+        z = tf.matmul(x_one, params[lo:hi], transpose_b=True)
         pair = tf.stack([log_p + tf.math.log_sigmoid(-z), log_p + tf.math.log_sigmoid(z)], 2)
         return tf.reshape(pair, [batch, 2 * (hi - lo)])
 
