@@ -1,6 +1,6 @@
 """KL(softmax || proposal) of the kernel sampler's configurations on a trained model.
 
-Trains the WordNet model of ../shared/QUALITY.md with full softmax for 1,200
+Trains the WordNet model of examples/sampler_objectives.py with full softmax for 1,200
 steps, then, for 256 validation queries, compares every proposal's exact
 `log_prob` over all 20,206 classes with the model's softmax. Cheaper and far
 less noisy than a training run per configuration; prints one table.

@@ -1,7 +1,7 @@
 """What a stale kernel sampler costs in quality, and what refreshing it costs in time.
 
 WordNet definition -> parent concept (20,206 classes; tf_sampled.datasets), the
-model of shared/QUALITY.md (mean of 64-d word embeddings -> Dense(128, tanh))
+model of examples/sampler_objectives.py (mean of 64-d word embeddings -> Dense(128, tanh))
 with a `SampledSoftmax` head (kernel sampler, default features and leaves,
 per-example negatives), trained with `SampledSoftmaxModel.fit` for --steps
 steps of batch 256 under each optimizer and each refresh policy:

@@ -1,17 +1,25 @@
-"""Compares sampled-softmax objectives against full softmax on a real task.
+"""Compares sampled-softmax objectives at equal wall-clock on a real task.
 
 Every objective (full softmax; tf.nn.sampled_softmax_loss with TensorFlow's
 uniform, log-uniform and unigram samplers; tf_sampled's kernel samplers with
 each feature map, per-example and batch-shared; the LSH sampler; the
 adversarial auxiliary-model sampler; negative sampling with uniform, unigram and
 adversarial noise; see sampler_objectives.py) trains the same model with the
-same optimizer and seed. At regular intervals of training time (and steps) it
-is evaluated on the full softmax: validation cross-entropy (and perplexity for
-language models), top-1 and top-5 accuracy. Objectives trained by negative
-sampling are scored by logits + log p_n(y|x) over all classes (Bamler & Mandt,
-Thm. 1). Then it prints a table (final metrics, ms per step, time
-to reach log-uniform's final validation loss) and writes curves.csv,
-summary.csv and val_ce.png (validation loss against wall-clock and steps).
+same optimizer and seed, each with its own number of negatives S
+(`log_uniform@1024`, `kernel@16`) and the same training-time budget. The
+objectives train in interleaved rounds (--round_steps), so that load on a
+shared machine slows all of them alike. At regular intervals of training
+time (and steps) each is evaluated on the full softmax: validation
+cross-entropy (and perplexity for language models), top-1 and top-5
+accuracy. Objectives trained by negative sampling are scored by logits +
+log p_n(y|x) over all classes (Bamler & Mandt, Thm. 1).
+
+The target is the final validation CE of the best built-in configuration
+(TensorFlow's samplers at any S; --sweep tries log-uniform and unigram at S
+from 16 to 4096). The table gives every objective's CE at the budget, its
+ms/step, and its time to reach the target on its seed-mean curve, also as a
+ratio to the best built-in's own time. It writes curves.csv, summary.csv and
+val_ce.png (validation loss against wall-clock and steps, the target drawn).
 
 Datasets (--dataset, tf_sampled.datasets): wordnet (bundled, the default:
 definition -> parent concept, 20,206 classes), gcide (language model on
@@ -19,11 +27,11 @@ Debian's dict-gcide, --vocab_size words), lm1b and movielens (TensorFlow
 Datasets, need a network), synthetic (Zipfian teacher, --num_classes).
 
 Run:
-  python examples/compare_samplers.py
-  python examples/compare_samplers.py --objectives=full,log_uniform,kernel \\
-      --num_sampled=64 --seeds=0,1,2
+  python examples/compare_samplers.py            # the main job, 60 s per objective
+  python examples/compare_samplers.py --sweep --objectives=full,kernel@16,kernel@64 \\
+      --time_budget_s=120 --seeds=0,1,2
   python examples/compare_samplers.py --dataset=gcide --optimizer=lazy_adam \\
-      --objectives=full,log_uniform,kernel --time_budget_s=600 --steps=0
+      --objectives=full,log_uniform@1024,kernel@16 --time_budget_s=600
 """
 
 import dataclasses
@@ -39,26 +47,39 @@ import tensorflow as tf
 
 import compare_report
 from sampler_objectives import (ADVERSARIAL_OBJECTIVES, MAX_LEN, OBJECTIVES,  # noqa: F401
-                                OPTIMIZERS, build_model, make_loss_fn, make_train_step,
-                                noise_correction)
+                                OPTIMIZERS, SWEEP, build_model, make_loss_fn,
+                                make_train_step, noise_correction, parse_objective)
 import tf_sampled as tfs
 
 FLAGS = flags.FLAGS
+# The main job: TensorFlow's log-uniform sampler at a small and at a large S
+# (nearly free: shared negatives are one matmul), the package's per-example
+# kernel sampler at small S and its drop-in at the large S, full softmax.
+DEFAULT_OBJECTIVES = ["full", "log_uniform@16", "log_uniform@1024", "kernel@16",
+                      "kernel@64", "kernel_shared@1024"]
 flags.DEFINE_enum("dataset", "wordnet", list(tfs.datasets.LOADERS), "Task to train on.")
-flags.DEFINE_list("objectives", "full,log_uniform,uniform,kernel,kernel_shared",
-                  f"Objectives to compare, from {', '.join(OBJECTIVES)}.")
-flags.DEFINE_integer("num_sampled", 16, "Negatives per step (S).")
-flags.DEFINE_integer("steps", 1200, "Training steps per objective (0: no limit, "
+flags.DEFINE_list("objectives", DEFAULT_OBJECTIVES,
+                  f"Objectives to compare, each `name` or `name@S` (its negatives per "
+                  f"example), from {', '.join(OBJECTIVES)}.")
+flags.DEFINE_integer("num_sampled", 16, "S of the objectives given without @S.")
+flags.DEFINE_bool("sweep", False, "Also train TensorFlow's log-uniform and unigram "
+                  f"samplers at every S of {', '.join(s.split('@')[1] for s in SWEEP[:5])} "
+                  "(below the class count): the best built-in configuration at the budget "
+                  "sets the target.")
+flags.DEFINE_integer("steps", 0, "Training steps per objective (0: no limit, "
                      "then --time_budget_s ends training).")
-flags.DEFINE_float("time_budget_s", 0, "Training seconds per objective and seed "
-                   "(0: no limit); evaluation time is not counted.")
+flags.DEFINE_float("time_budget_s", 60, "Training seconds per objective and seed, the "
+                   "same for every objective (0: no limit); evaluation time is not counted.")
+flags.DEFINE_integer("round_steps", 10, "Objectives train in interleaved rounds of this "
+                     "many steps, so load on the machine slows them alike (0: one after "
+                     "the other, one model in memory at a time).")
 flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam: Keras' Adam (updates "
                   "every class row each step); lazy_adam: only the touched rows "
                   "(use it at 100k+ classes).")
 flags.DEFINE_float("learning_rate", 2e-3, "Learning rate.")
-flags.DEFINE_integer("eval_every", 100, "Evaluate every this many steps (0: never by steps).")
-flags.DEFINE_float("eval_every_s", 30, "... and every this many seconds of training.")
+flags.DEFINE_integer("eval_every", 0, "Evaluate every this many steps (0: never by steps).")
+flags.DEFINE_float("eval_every_s", 10, "... and every this many seconds of training.")
 flags.DEFINE_integer("eval_examples", 10000, "Validation examples evaluated (a fixed "
                      "random subset when the split is larger).")
 flags.DEFINE_list("seeds", "0", "Seeds (model init, data order, sampler); "
@@ -86,9 +107,11 @@ flags.DEFINE_integer("num_classes", 1_000_000, "synthetic: classes.")
 @dataclasses.dataclass
 class RunConfig:
     """Training and evaluation settings shared by every objective of a comparison."""
-    num_sampled: int = 16
+    num_sampled: int = 16  # S of objectives named without @S
     steps: int = 1200  # 0: until time_budget_s
     time_budget_s: float = 0.0  # 0: until steps
+    round_steps: int = 10  # interleaved rounds; 0: one objective after the other
+    sweep: bool = False  # add log-uniform and unigram at every S of SWEEP
     batch_size: int = 256
     optimizer: str = "adam"
     learning_rate: float = 2e-3
@@ -151,121 +174,176 @@ def make_evaluate(data, encoder, W, b, num_examples, correction=None, featurize=
     return evaluate
 
 
-def train_one(objective, data, seed, config):
-    """Trains one model on `data` (a TaskData); returns its evaluation records (dicts)."""
-    encoder, W, b, variables, optimizer = build_model(
-        data, seed, config.learning_rate, config.optimizer)
-    lsh_options = dict(config.lsh_options, rebuild_every=config.refresh_every)
-    tag = f"[{objective:>23s} seed {seed}]"
-    aux_features, fit_start = None, time.perf_counter()
-    if objective in ADVERSARIAL_OBJECTIVES:
-        # Bamler & Mandt fit the auxiliary model once, on features of the
-        # inputs that training does not change: here a frozen copy of the
-        # initialised encoder (a fixed random featurisation of the tokens).
-        frozen = keras.models.clone_model(encoder)
-        frozen.set_weights(encoder.get_weights())
-        frozen.trainable = False
-        aux_features = (frozen, data.x_train, data.y_train)
-    loss_fn, sampler = make_loss_fn(objective, W, b, config.num_sampled, data.class_counts,
-                                    seed, config.leaf_size, config.num_features, lsh_options,
-                                    aux_features)
-    is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
-    # Only the samplers built from the class table follow it; the fitted
-    # auxiliary tree and the input-free noise are fixed.
-    refreshed = is_lsh or isinstance(sampler, tfs.samplers.KernelSampler)
-    if aux_features is not None:
-        print(f"{tag} AdversarialSampler: auxiliary tree fitted on {len(data.y_train)} "
-              f"frozen-encoder features in {time.perf_counter() - fit_start:.1f} s (not "
-              f"counted in the training time)", flush=True)
-    elif is_lsh:
-        print(f"{tag} LSHSampler: {sampler.family}, L {sampler.num_tables}, K "
-              f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "
-              f"{sampler.query}; rebuild every {config.refresh_every} steps, new hashes "
-              f"every {sampler.rehash_every}", flush=True)
-    elif refreshed:
-        print(f"{tag} KernelSampler: leaf_size {sampler.leaf_size}, "
-              f"{sampler.feature_map!r}, full refresh every {config.refresh_every} steps",
+class Trainer:
+    """One objective and seed: its model, sampler and training state.
+
+    `train(max_steps)` advances it by a round of steps, evaluating when due,
+    so that the objectives of a comparison can train in interleaved rounds:
+    then load on a shared machine slows all of them alike, and their
+    wall-clock ratios are not artefacts of when each ran.
+    """
+
+    def __init__(self, objective, data, seed, config):
+        self.objective, self.seed, self.config = objective, seed, config
+        self.language_model = data.language_model
+        encoder, W, b, variables, optimizer = build_model(
+            data, seed, config.learning_rate, config.optimizer)
+        lsh_options = dict(config.lsh_options, rebuild_every=config.refresh_every)
+        self.tag = f"[{objective.label:>23s} seed {seed}]"
+        aux_features, fit_start = None, time.perf_counter()
+        if objective.name in ADVERSARIAL_OBJECTIVES:
+            # Bamler & Mandt fit the auxiliary model once, on features of the
+            # inputs that training does not change: here a frozen copy of the
+            # initialised encoder (a fixed random featurisation of the tokens).
+            frozen = keras.models.clone_model(encoder)
+            frozen.set_weights(encoder.get_weights())
+            frozen.trainable = False
+            aux_features = (frozen, data.x_train, data.y_train)
+        loss_fn, sampler = make_loss_fn(objective.name, W, b, objective.num_sampled,
+                                        data.class_counts, seed, config.leaf_size,
+                                        config.num_features, lsh_options, aux_features)
+        self.is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
+        # Only the samplers built from the class table follow it; the fitted
+        # auxiliary tree and the input-free noise are fixed.
+        self.refreshed = self.is_lsh or isinstance(sampler, tfs.samplers.KernelSampler)
+        if aux_features is not None:
+            print(f"{self.tag} AdversarialSampler: auxiliary tree fitted on "
+                  f"{len(data.y_train)} frozen-encoder features in "
+                  f"{time.perf_counter() - fit_start:.1f} s (not counted in the training "
+                  f"time)", flush=True)
+        elif self.is_lsh:
+            print(f"{self.tag} LSHSampler: {sampler.family}, L {sampler.num_tables}, K "
+                  f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "
+                  f"{sampler.query}; rebuild every {config.refresh_every} steps, new hashes "
+                  f"every {sampler.rehash_every}", flush=True)
+        elif self.refreshed:
+            print(f"{self.tag} KernelSampler: leaf_size {sampler.leaf_size}, "
+                  f"{sampler.feature_map!r}, full refresh every {config.refresh_every} "
+                  f"steps", flush=True)
+        self.train_step = make_train_step(loss_fn, encoder, variables, optimizer,
+                                          data.x_train.shape[1])
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
+        def refresh(step):
+            if self.is_lsh:
+                sampler.maintain(step)  # rebuild, or new hash functions, on their schedule
+            else:
+                sampler.refresh()  # full rebuild from the current W, b
+        self.refresh = refresh
+
+        # Negative-sampling objectives are scored by logits + log p_n(y|x); the
+        # tree's log p_n reads the frozen features of x, as in training.
+        self.evaluate = make_evaluate(data, encoder, W, b, config.eval_examples,
+                                      noise_correction(objective.name, sampler),
+                                      aux_features[0] if aux_features else None)
+        # Trace before timing so that ms/step measures steps, not tracing.
+        self.train_step.get_concrete_function()
+        if self.refreshed:
+            refresh.get_concrete_function()
+        self.data_iter = batches(data.x_train, data.y_train, config.batch_size, seed)
+        self.records, self.step, self.train_time = [], 0, 0.0
+        self.loss_sum, self.loss_n, self.next_eval_s = 0.0, 0, config.eval_every_s
+
+    @property
+    def done(self):
+        return ((self.config.steps and self.step >= self.config.steps)
+                or (self.config.time_budget_s and self.train_time >= self.config.time_budget_s))
+
+    def train(self, max_steps=math.inf):
+        """Up to `max_steps` training steps (fewer when the run ends), evaluating when due."""
+        config, taken = self.config, 0
+        while taken < max_steps and not self.done:
+            x, y = next(self.data_iter)
+            self.step += 1
+            taken += 1
+            start = time.perf_counter()
+            if self.refreshed and self.step > 1 and \
+                    (self.step - 1) % config.refresh_every == 0:
+                self.refresh(tf.constant(self.step - 1, tf.int64))
+            self.loss_sum += float(self.train_step(x, y))
+            self.train_time += time.perf_counter() - start
+            self.loss_n += 1
+            due = (config.eval_every and self.step % config.eval_every == 0) or \
+                (config.eval_every_s and self.train_time >= self.next_eval_s)
+            if due or self.done:
+                self._record_evaluation()
+
+    def _record_evaluation(self):
+        while self.config.eval_every_s and self.next_eval_s <= self.train_time:
+            self.next_eval_s += self.config.eval_every_s
+        val_ce, top1, top5 = self.evaluate()
+        loss = self.loss_sum / self.loss_n
+        self.records.append(dict(objective=self.objective.label, seed=self.seed,
+                                 step=self.step, train_time_s=self.train_time,
+                                 train_loss=loss, val_ce=val_ce, top1=top1, top5=top5))
+        ppl = f"  ppl {math.exp(val_ce):8.1f}" if self.language_model else ""
+        print(f"{self.tag} step {self.step:6d}  train loss {loss:6.3f}  val CE "
+              f"{val_ce:6.3f}{ppl}  top-1 {top1:6.1%}  top-5 {top5:6.1%}  "
+              f"{self.train_time:7.1f} s ({1e3 * self.train_time / self.step:6.1f} ms/step)",
               flush=True)
-    train_step = make_train_step(loss_fn, encoder, variables, optimizer,
-                                 data.x_train.shape[1])
+        self.loss_sum, self.loss_n = 0.0, 0
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
-    def refresh(step):
-        if is_lsh:
-            sampler.maintain(step)  # rebuild, or new hash functions, on their schedule
-        else:
-            sampler.refresh()  # full rebuild from the current W, b
 
-    # Negative-sampling objectives are scored by logits + log p_n(y|x); the
-    # tree's log p_n reads the frozen features of x, as in training.
-    evaluate = make_evaluate(data, encoder, W, b, config.eval_examples,
-                             noise_correction(objective, sampler),
-                             aux_features[0] if aux_features else None)
-    # Trace before timing so that ms/step measures steps, not tracing.
-    train_step.get_concrete_function()
-    if refreshed:
-        refresh.get_concrete_function()
+def train_seed(objectives, data, seed, config):
+    """Trains every objective with one seed; returns their evaluation records (dicts).
 
-    steps = config.steps or math.inf
-    budget = config.time_budget_s or math.inf
-    records, train_time, loss_sum, loss_n, next_eval_s = [], 0.0, 0.0, 0, config.eval_every_s
-    data_iter = batches(data.x_train, data.y_train, config.batch_size, seed)
-    step = 0
-    while step < steps and train_time < budget:
-        x, y = next(data_iter)
-        step += 1
-        start = time.perf_counter()
-        if refreshed and step > 1 and (step - 1) % config.refresh_every == 0:
-            refresh(tf.constant(step - 1, tf.int64))
-        loss_sum += float(train_step(x, y))
-        train_time += time.perf_counter() - start
-        loss_n += 1
-        due = (config.eval_every and step % config.eval_every == 0) or \
-            (config.eval_every_s and train_time >= next_eval_s)
-        if due or step >= steps or train_time >= budget:
-            while config.eval_every_s and next_eval_s <= train_time:
-                next_eval_s += config.eval_every_s
-            val_ce, top1, top5 = evaluate()
-            records.append(dict(objective=objective, seed=seed, step=step,
-                                train_time_s=train_time, train_loss=loss_sum / loss_n,
-                                val_ce=val_ce, top1=top1, top5=top5))
-            ppl = f"  ppl {math.exp(val_ce):8.1f}" if data.language_model else ""
-            print(f"{tag} step {step:6d}  train loss {loss_sum / loss_n:6.3f}  val CE "
-                  f"{val_ce:6.3f}{ppl}  top-1 {top1:6.1%}  top-5 {top5:6.1%}  "
-                  f"{train_time:7.1f} s ({1e3 * train_time / step:6.1f} ms/step)",
-                  flush=True)
-            loss_sum, loss_n = 0.0, 0
-    return records
+    With config.round_steps > 0 the objectives take turns, round_steps steps
+    each (all models live at once); with 0, one trains to its end after the
+    other (one model at a time, for tables too large to hold several).
+    """
+    if not config.round_steps:
+        records = []
+        for objective in objectives:
+            trainer = Trainer(objective, data, seed, config)
+            trainer.train()
+            records += trainer.records
+        return records
+    trainers = [Trainer(objective, data, seed, config) for objective in objectives]
+    while not all(t.done for t in trainers):
+        for trainer in trainers:
+            trainer.train(config.round_steps)
+    return [r for t in trainers for r in t.records]
 
 
 def run(objectives, seeds, output_dir, data, config):
     """Trains every objective for every seed, prints the table, writes the outputs.
 
+    Args:
+      objectives: `name` or `name@S` strings (sampler_objectives.parse_objective;
+        S defaults to config.num_sampled).
+      seeds: ints.
+      output_dir: where curves.csv, summary.csv and val_ce.png go.
+      data: a TaskData.
+      config: a RunConfig.
+
     Returns the summary rows (one dict per objective, see compare_report.summarize).
     """
-    for obj in objectives:
-        if obj not in OBJECTIVES:
-            raise ValueError(f"Unknown objective {obj!r}; choose from {OBJECTIVES}.")
     if not (config.steps or config.time_budget_s):
         raise ValueError("Set steps or time_budget_s (or both): training must end.")
+    specs = [parse_objective(o, config.num_sampled, data.num_classes) for o in objectives]
+    if config.sweep:
+        specs += [parse_objective(o, 0, data.num_classes) for o in SWEEP
+                  if int(o.split("@")[1]) < data.num_classes]
+    specs = list(dict.fromkeys(specs))  # once each, in order
+    labels = [s.label for s in specs]
+    builtins = [s.label for s in specs if s.builtin]
     limit = " and ".join(filter(None, [config.steps and f"{config.steps} steps",
                                        config.time_budget_s and
                                        f"{config.time_budget_s:g} s of training"]))
     print(f"{data.description}: {len(data.y_train)} train, {len(data.y_val)} val "
-          f"examples, input vocabulary {data.vocab_size}; S={config.num_sampled}, batch "
-          f"{config.batch_size}, {config.optimizer}, {limit}, seeds {seeds}", flush=True)
+          f"examples, input vocabulary {data.vocab_size}; objectives {', '.join(labels)}; "
+          f"batch {config.batch_size}, {config.optimizer}, {limit} each, seeds {seeds}",
+          flush=True)
     records = []
-    for obj in objectives:
-        for seed in seeds:
-            records += train_one(obj, data, seed, config)
-    summary, target = compare_report.summarize(records, objectives)
-    print(f"\nResults (mean over seeds {seeds}; S={config.num_sampled}; full-softmax "
+    for seed in seeds:
+        records += train_seed(specs, data, seed, config)
+    summary, target, best = compare_report.summarize(records, labels, builtins)
+    print(f"\nResults (mean over seeds {seeds}; {limit} per objective; full-softmax "
           f"validation metrics on {min(config.eval_examples, len(data.y_val))} examples):")
-    print(compare_report.format_table(summary, target, data.language_model))
+    print(compare_report.format_table(summary, target, best, data.language_model))
     compare_report.write_outputs(
-        records, summary, output_dir,
-        f"{data.description}, S={config.num_sampled}, batch {config.batch_size}, "
-        f"seeds {seeds}")
+        records, summary, output_dir, target, best,
+        f"{data.description}, batch {config.batch_size}, {limit}, seeds {seeds}")
     print(f"\nWrote curves.csv, summary.csv and val_ce.png to {output_dir}")
     return summary
 
@@ -283,6 +361,7 @@ def main(argv):
     del argv
     config = RunConfig(
         num_sampled=FLAGS.num_sampled, steps=FLAGS.steps, time_budget_s=FLAGS.time_budget_s,
+        round_steps=FLAGS.round_steps, sweep=FLAGS.sweep,
         batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
         learning_rate=FLAGS.learning_rate, eval_every=FLAGS.eval_every,
         eval_every_s=FLAGS.eval_every_s, eval_examples=FLAGS.eval_examples,

@@ -5,6 +5,11 @@ of word embeddings for a bag of words, their concatenation for an ordered
 window such as a language model's context) -> Dense(128, tanh) = h, and
 logits = h @ W^T + b over the classes (W: [C, 128], b: [C]).
 
+Each objective draws its own number of negatives S, written `name@S`
+(`log_uniform@1024`, `kernel@16`; `parse_objective`): a user holds
+wall-clock equal, not S, and raising S in unchanged tf.nn code is the
+cheapest move they have.
+
 Objectives (`OBJECTIVES`):
   full                   full softmax cross-entropy (the reference)
   uniform, log_uniform,  tf.nn.sampled_softmax_loss with TensorFlow's
@@ -37,6 +42,8 @@ Objectives (`OBJECTIVES`):
                          `noise_correction`)
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -52,8 +59,56 @@ ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
 NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
     LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
+# TensorFlow's own samplers through tf.nn.sampled_softmax_loss: the baselines
+# that a package objective must beat at equal wall-clock.
+BUILTIN_OBJECTIVES = ("uniform", "log_uniform", "unigram")
+# The built-in configurations a sweep tries (each S < the task's classes).
+SWEEP = tuple(f"{name}@{size}" for name in ("log_uniform", "unigram")
+              for size in (16, 64, 256, 1024, 4096))
 EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": tfs.optimizers.LazyAdam}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """An objective and its negatives per example: `name@S` on the command line."""
+    name: str
+    num_sampled: int  # 0 for the full softmax
+
+    @property
+    def label(self):
+        return self.name if self.name == "full" else f"{self.name}@{self.num_sampled}"
+
+    @property
+    def builtin(self):
+        return self.name in BUILTIN_OBJECTIVES
+
+
+def parse_objective(spec, num_sampled, num_classes):
+    """`name` or `name@S` -> Objective (S defaults to `num_sampled`).
+
+    Raises:
+      ValueError: naming the spec, if the name is unknown, S is not a positive
+        integer, S is given to the full softmax, or S >= num_classes (the
+        built-in samplers draw S distinct classes; every objective gets the
+        same rule).
+    """
+    name, at, size = str(spec).strip().partition("@")
+    if name not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {name!r} in {spec!r}; choose from {OBJECTIVES}, "
+                         f"optionally with @S (e.g. log_uniform@1024).")
+    if name == "full":
+        if at:
+            raise ValueError(f"objective {spec!r}: the full softmax takes no @S")
+        return Objective("full", 0)
+    if at and not size.isdigit():
+        raise ValueError(f"objective {spec!r}: S after '@' must be a positive integer, "
+                         f"got {size!r}")
+    size = int(size) if at else int(num_sampled)
+    if not 1 <= size < num_classes:
+        raise ValueError(f"objective {spec!r}: S = {size} must be in [1, {num_classes}) for "
+                         f"a task with {num_classes} classes")
+    return Objective(name, size)
 
 
 def build_model(data, seed, learning_rate=2e-3, optimizer="adam"):

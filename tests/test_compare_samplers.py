@@ -7,6 +7,7 @@ TensorFlow Datasets' mock data (offline).
 import csv
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -46,7 +47,12 @@ def wordnet():
     return dataclasses.replace(data, x_train=data.x_train[:2048], y_train=data.y_train[:2048])
 
 
+def _labels(objectives, num_sampled=_TINY.num_sampled):
+    return [o if o == "full" or "@" in o else f"{o}@{num_sampled}" for o in objectives]
+
+
 def _check_outputs(summary, objectives, out, evaluations):
+    objectives = _labels(objectives)
     assert [s["objective"] for s in summary] == objectives
     for s in summary:
         assert np.isfinite(s["val_ce"]) and 0 < s["val_ce"] < 20
@@ -60,31 +66,64 @@ def _check_outputs(summary, objectives, out, evaluations):
 
 
 def test_tf_nn_objectives_and_table(wordnet, tmp_path, capsys):
-    objectives = ["full", "uniform", "log_uniform", "unigram"]
+    objectives = ["full", "uniform", "log_uniform", "unigram", "log_uniform@32"]
     summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
     _check_outputs(summary, objectives, tmp_path, evaluations=2)
     printed = capsys.readouterr().out
-    assert "| log_uniform" in printed and "time to log_uniform's CE" in printed
+    best = min(summary[1:], key=lambda s: s["val_ce"])  # the built-ins
+    assert f"| {best['objective']}" in printed and "x best built-in" in printed
+    assert f"the best built-in configuration, {best['objective']}" in printed
     assert "perplexity" not in printed  # not a language model
-    assert summary[2]["steps_to_baseline"] in (2, 4)  # reaches its own final loss
+    assert best["vs_best"] == 1.0  # reaches its own final loss, at its own time
+    assert best["steps_to_target"] <= 4
 
 
-def test_summary_averages_seeds_and_times_the_baseline():
-    def rec(obj, seed, step, t, ce):
-        return dict(objective=obj, seed=seed, step=step, train_time_s=t, val_ce=ce,
-                    top1=0.1, top5=0.2)
-    records = [rec("log_uniform", 0, 10, 1.0, 5.0), rec("log_uniform", 0, 20, 2.0, 4.0),
-               rec("log_uniform", 1, 10, 1.0, 5.0), rec("log_uniform", 1, 20, 2.0, 3.0),
-               rec("kernel", 0, 10, 4.0, 3.4), rec("kernel", 0, 20, 8.0, 3.0),
-               rec("kernel", 1, 10, 3.0, 3.6), rec("kernel", 1, 20, 6.0, 3.4),
-               rec("full", 0, 10, 9.0, 3.9)]
-    summary, target = compare_report.summarize(records, ["log_uniform", "kernel", "full"])
-    assert target == 3.5  # mean of log-uniform's final losses
-    base, kernel, full = summary
-    assert base["steps_to_baseline"] == -1  # seed 0 never reached the mean
-    assert kernel["val_ce"] == 3.2 and kernel["steps_to_baseline"] == 15
-    assert kernel["time_to_baseline_s"] == 5.0 and kernel["ms_per_step"] == 350.0
-    assert full["steps_to_baseline"] == -1 and np.isnan(full["time_to_baseline_s"])
+def _rec(obj, seed, step, t, ce):
+    return dict(objective=obj, seed=seed, step=step, train_time_s=t, val_ce=ce,
+                top1=0.1, top5=0.2)
+
+
+def test_summary_reads_the_seed_mean_curve_against_the_best_builtin():
+    records = [_rec("log_uniform@16", 0, 10, 1.0, 5.0), _rec("log_uniform@16", 0, 20, 2.0, 4.0),
+               _rec("log_uniform@16", 1, 10, 1.0, 5.0), _rec("log_uniform@16", 1, 20, 2.0, 3.0),
+               _rec("unigram@16", 0, 10, 1.0, 6.0), _rec("unigram@16", 0, 20, 2.0, 5.0),
+               _rec("kernel@16", 0, 10, 4.0, 3.4), _rec("kernel@16", 0, 20, 8.0, 3.0),
+               _rec("kernel@16", 1, 10, 3.0, 3.6), _rec("kernel@16", 1, 20, 6.0, 3.4),
+               _rec("full", 0, 10, 9.0, 3.9)]
+    objectives = ["log_uniform@16", "unigram@16", "kernel@16", "full"]
+    summary, target, best = compare_report.summarize(
+        records, objectives, ["log_uniform@16", "unigram@16"])
+    assert best == "log_uniform@16" and target == 3.5  # mean of its final losses
+    base, unigram, kernel, full = summary
+    # The mean curve: 5.0 at t = 1, 3.5 at t = 2: reached at its end.
+    assert base["time_to_target_s"] == 2.0 and base["vs_best"] == 1.0
+    assert np.isnan(unigram["time_to_target_s"]) and np.isnan(unigram["vs_best"])
+    # Seeds at t = 4 (3.4), 6 (3.4 / seed 0 interpolated 3.2), 8 (3.0 / held 3.4):
+    # from t = 4 on (the later first evaluation), 3.4 and 3.5 at t = 4 -> 3.45.
+    assert kernel["val_ce"] == 3.2 and kernel["ms_per_step"] == 350.0
+    assert kernel["time_to_target_s"] == pytest.approx(4.0)
+    assert kernel["vs_best"] == pytest.approx(2.0)
+    assert np.isnan(full["time_to_target_s"])
+    # Crossings are interpolated between evaluations.
+    curve = (np.array([0.0, 10.0]), np.array([0.0, 100.0]), np.array([5.0, 3.0]))
+    assert compare_report.time_to_reach(curve, 4.5) == pytest.approx((2.5, 25.0))
+    assert compare_report.time_to_reach(curve, 2.0) is None
+
+
+def test_objective_specs():
+    parse = sampler_objectives.parse_objective
+    assert parse("log_uniform@1024", 16, 20000).label == "log_uniform@1024"
+    assert parse("kernel", 16, 20000) == sampler_objectives.Objective("kernel", 16)
+    assert parse("full", 16, 20000).label == "full" and parse("unigram", 8, 100).builtin
+    for spec, message in [("nope@16", "Unknown objective 'nope'"),
+                          ("kernel@", "positive integer, got ''"),
+                          ("kernel@x", "positive integer, got 'x'"),
+                          ("kernel@-3", "positive integer, got '-3'"),
+                          ("full@16", "full softmax takes no @S"),
+                          ("log_uniform@0", r"S = 0 must be in \[1, 100\)"),
+                          ("log_uniform@100", r"S = 100 must be in \[1, 100\)")]:
+        with pytest.raises(ValueError, match=message):
+            parse(spec, 16, 100)
 
 
 @needs_ops
@@ -92,6 +131,26 @@ def test_kernel_objectives(wordnet, tmp_path):
     objectives = ["log_uniform", "kernel", "kernel_shared"]
     summary = compare_samplers.run(objectives, [0], str(tmp_path), wordnet, _TINY)
     _check_outputs(summary, objectives, tmp_path, evaluations=2)
+
+
+def test_sweep_and_interleaved_rounds(wordnet, tmp_path, capsys):
+    config = dataclasses.replace(_TINY, sweep=True, round_steps=1)
+    wordnet_small = dataclasses.replace(wordnet, num_classes=300)  # S < 300 kept
+    wordnet_small = dataclasses.replace(
+        wordnet_small, y_train=wordnet.y_train % 300, y_val=wordnet.y_val % 300,
+        class_counts=np.bincount(wordnet.y_train % 300, minlength=300))
+    summary = compare_samplers.run(["full", "log_uniform@16"], [0], str(tmp_path),
+                                   wordnet_small, config)
+    labels = [s["objective"] for s in summary]
+    # The sweep's sizes below 300, log_uniform@16 not twice.
+    assert labels == ["full", "log_uniform@16", "log_uniform@64", "log_uniform@256",
+                      "unigram@16", "unigram@64", "unigram@256"]
+    printed = capsys.readouterr().out
+    # Rounds of one step: every objective's evaluation at step 2 comes before
+    # any at step 4 (one after the other, full would reach step 4 first).
+    evals = [(m[1], int(m[2])) for m in re.finditer(r"\[\s*(\S+) seed 0\] step\s+(\d+)",
+                                                     printed)]
+    assert evals == [(label, 2) for label in labels] + [(label, 4) for label in labels]
 
 
 @pytest.mark.slow  # 14 objectives, each traced: a few minutes on 2 loaded cores
