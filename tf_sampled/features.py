@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sampled import _seeding
+
 
 class FeatureMap:
     """Base class: configuration, projections and the reference maps."""
@@ -100,14 +102,6 @@ def _count(name, value):
     return int(value)
 
 
-def _seed_or_random(seed):
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    return int(seed)
-
-
 @keras.saving.register_keras_serializable(package="tf_sampled")
 class Quadratic(FeatureMap):
     """K(x, y) = alpha (x . y)^2 + 1 with its exact features (Blanc & Rendle).
@@ -158,7 +152,8 @@ class RandomFourier(FeatureMap):
     Args:
       num_features: number of frequencies D (the map has F = 2 D features).
       temperature: nu. Larger is closer to a sharp softmax but needs more features.
-      seed: seed of the projections (None: random, recorded in the config).
+      seed: seed of the projections (None: drawn from Python's `random`, which
+        `keras.utils.set_random_seed` seeds; recorded in the config).
     """
 
     op_name = "random_fourier"
@@ -166,7 +161,7 @@ class RandomFourier(FeatureMap):
     def __init__(self, num_features=128, temperature=1.0, seed=None):
         self.num_frequencies = _count("num_features", num_features)
         self.temperature = _positive("temperature", temperature)
-        self.seed = _seed_or_random(seed)
+        self.seed = _seeding.seed_or_draw(seed)
 
     def num_features(self, dim):
         return 2 * self.num_frequencies
@@ -212,7 +207,8 @@ class PositiveRandom(FeatureMap):
       num_features: m, the number of features.
       temperature: tau.
       orthogonal: draw the projections orthogonal within blocks (lower variance).
-      seed: seed of the projections (None: random, recorded in the config).
+      seed: seed of the projections (None: drawn from Python's `random`, which
+        `keras.utils.set_random_seed` seeds; recorded in the config).
     """
 
     op_name = "positive_random"
@@ -222,7 +218,7 @@ class PositiveRandom(FeatureMap):
         self.num_random = _count("num_features", num_features)
         self.temperature = _positive("temperature", temperature)
         self.orthogonal = bool(orthogonal)
-        self.seed = _seed_or_random(seed)
+        self.seed = _seeding.seed_or_draw(seed)
 
     def num_features(self, dim):
         return self.num_random

@@ -40,9 +40,18 @@ def _is_hit(sampled, labels):
     return tf.reduce_any(tf.equal(sampled[:, :, None], labels[:, None, :]), axis=2)
 
 
-def _checked_inputs(weights, labels, inputs):
-    """(inputs [batch, dim], labels int64 [batch, num_true]) after the shape checks."""
+def _checked_inputs(weights, biases, labels, inputs):
+    """(inputs [batch, dim], labels int64 [batch, num_true]) after the shape and dtype checks."""
     inputs = tf.convert_to_tensor(inputs)
+    if not inputs.dtype.is_floating:
+        raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
+    for name, table in (("weights", weights), ("biases", biases)):
+        dtype = tf.as_dtype(table.dtype) if table is not None else inputs.dtype
+        if dtype != inputs.dtype:
+            raise ValueError(
+                f"inputs (dtype {inputs.dtype.name}) and {name} (dtype {dtype.name}) must "
+                f"have one float dtype: cast the inputs to {dtype.name} (the fused op needs "
+                f"float32)")
     if inputs.shape.rank != 2:
         raise ValueError(f"inputs must have shape [batch, dim], got {inputs.shape}")
     weights_shape = tf.TensorShape(weights.shape)  # arrays and Keras variables too
@@ -135,7 +144,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, sampled, *,
       [batch] float32 losses.
     """
     with tf.name_scope(name or "sampled_softmax_loss"):
-        inputs, labels = _checked_inputs(weights, labels, inputs)
+        inputs, labels = _checked_inputs(weights, biases, labels, inputs)
         if isinstance(sampled, SampledCandidates):
             table = _fused_loss.table_arguments(weights, biases, inputs) if fused else None
             if table is not None:
@@ -206,7 +215,7 @@ def negative_sampling_loss(weights, biases, labels, inputs, sampled, *, regulari
     """
     regularizer = check_regularizer(regularizer)
     with tf.name_scope(name or "negative_sampling_loss"):
-        inputs, labels = _checked_inputs(weights, labels, inputs)
+        inputs, labels = _checked_inputs(weights, biases, labels, inputs)
         _assert_labels_in_range(weights, labels)
         true_logits = _class_logits(weights, biases, labels, inputs)
         ids, sampled_logits, log_count, true_log_count = _sampled_logits(

@@ -6,7 +6,17 @@ import tensorflow as tf
 
 from tf_sampled import optimizers as optimizers_lib
 from tf_sampled.layers import metrics as metrics_lib
-from tf_sampled.layers.sampled_softmax import SampledSoftmax
+from tf_sampled.layers.sampled_softmax import SampledSoftmax, check_label_shape
+
+
+def _check_label_array(y):
+    """ValueError for array labels of a shape the head refuses (datasets pass).
+
+    Checked before Keras runs a step: a step function traced for [batch] and
+    [batch, 1] labels takes labels of any rank, so it could only fail at run time.
+    """
+    if getattr(y, "shape", None) is not None:
+        check_label_shape(y.shape)
 
 
 def _head_and_input(model):
@@ -91,6 +101,25 @@ class SampledSoftmaxModel(keras.Model):
                 f"tf_sampled.optimizers.LazyAdam, tf_sampled.optimizers.SparseAdagrad or "
                 f"plain SGD to keep a step O(rows touched).", stacklevel=2)
         super().compile(optimizer=optimizer, **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        _check_label_array(y)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) > 1:
+            _check_label_array(validation[1])
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        _check_label_array(y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        _check_label_array(y)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        _check_label_array(y)
+        return super().test_on_batch(x, y, *args, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips a custom compile() when loading; this one is safe to call.

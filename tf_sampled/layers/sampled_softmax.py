@@ -13,23 +13,48 @@ from tf_sampled.layers import sampler_spec
 from tf_sampled.samplers import base
 
 _OUTPUTS = ("logits", "probabilities")
+_LABEL_SHAPES = "labels must have shape [batch] or [batch, 1] (one class per example)"
 
 
-def _check_labels(labels, batch):
-    """int64 [batch, 1] labels, or ValueError naming dtype and shape."""
+def check_label_shape(shape, batch=None):
+    """ValueError naming the shape unless `shape` is [batch] or [batch, 1].
+
+    Args:
+      shape: a `tf.TensorShape`, or a tuple (an array's), of known rank.
+      batch: the inputs' rows, if known.
+    """
+    shape = tf.TensorShape(shape)
+    if not (shape.rank == 1 or (shape.rank == 2 and shape[1] in (1, None))):
+        raise ValueError(f"{_LABEL_SHAPES}, got {shape}")
+    if batch is not None and shape[0] is not None and shape[0] != batch:
+        raise ValueError(f"labels must have {batch} rows like the inputs, got shape {shape}")
+
+
+def _check_labels(labels, inputs):
+    """int64 [batch, 1] labels, or ValueError naming dtype and shape.
+
+    [batch] and [batch, 1] are both accepted, also by one traced function
+    (Keras relaxes a function that saw both to labels of unknown rank: their
+    shape is then checked when the step runs, an InvalidArgumentError naming
+    it).
+    """
     labels = tf.convert_to_tensor(labels)
     if not labels.dtype.is_integer:
         raise ValueError(f"labels must hold integer class ids, got dtype {labels.dtype.name} "
                          f"(shape {labels.shape})")
-    if labels.shape.rank == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.shape.rank != 1:
-        raise ValueError(f"labels must have shape [batch] or [batch, 1] (one class per "
-                         f"example), got {labels.shape}")
-    if batch is not None and labels.shape[0] is not None and labels.shape[0] != batch:
-        raise ValueError(f"labels must have {batch} rows like the inputs, got shape "
-                         f"{labels.shape}")
-    return tf.cast(labels, tf.int64)[:, None]
+    if labels.shape.rank is not None:
+        check_label_shape(labels.shape, inputs.shape[0])
+    if labels.shape.rank is None or not labels.shape[1:].is_fully_defined():
+        shape, rank = tf.shape(labels), tf.rank(labels)
+        # size == batch and one column: [batch] or [batch, 1].
+        ok = tf.reduce_all([tf.greater_equal(rank, 1), tf.less_equal(rank, 2),
+                            tf.equal(tf.reduce_prod(shape[1:]), 1),
+                            tf.equal(tf.size(labels), tf.shape(inputs)[0])])
+        check = tf.debugging.Assert(ok, [f"{_LABEL_SHAPES} and as many rows as the inputs "
+                                         f"{inputs.shape}, got shape", shape])
+        with tf.control_dependencies([check]):
+            labels = tf.identity(labels)
+    return tf.reshape(tf.cast(labels, tf.int64), [-1, 1])
 
 
 @keras.saving.register_keras_serializable(package="tf_sampled")
@@ -75,7 +100,8 @@ class SampledSoftmax(keras.layers.Layer):
         feature_map, leaf_size, incremental), "lsh" (an `LSHSampler` over the
         class embeddings; sampler_options num_tables, num_hashes,
         bucket_size, family, bin_size, query, epsilon, seed: the hash
-        functions' seed), "adversarial" (an `AdversarialSampler` loaded
+        functions' seed, drawn from Python's `random` when not given and kept
+        in the config), "adversarial" (an `AdversarialSampler` loaded
         from sampler_options path, a file written by its `save`, fitted on
         the inputs this layer receives), or a `tf_sampled.samplers.Sampler`
         instance for num_classes classes (and inputs of the layer's dim).
@@ -118,7 +144,10 @@ class SampledSoftmax(keras.layers.Layer):
       negative_sampling_regularizer: lambda >= 0 of the paper's optional
         regulariser lambda [(xi_y + log p_n(y|x))^2 + sum_s (xi_s +
         log p_n(s|x))^2]; must be 0 with the sampled softmax.
-      **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+      **kwargs: `keras.layers.Layer` arguments (name, dtype, ...). The dtype
+        policy must keep float32 variables ("float32", "mixed_float16",
+        "mixed_bfloat16"); inputs of any float dtype are cast (Keras' autocast
+        in calls, float32 in training and evaluation).
     """
 
     def __init__(self, num_classes, num_sampled=64, sampler="log_uniform",
@@ -129,6 +158,12 @@ class SampledSoftmax(keras.layers.Layer):
                  use_bias=True, kernel_initializer=None, bias_initializer="zeros", seed=None,
                  loss="sampled_softmax", negative_sampling_regularizer=0.0, **kwargs):
         super().__init__(**kwargs)
+        if self.dtype_policy.variable_dtype != "float32":
+            raise ValueError(
+                f"SampledSoftmax keeps its class table in float32 (the samplers read it in "
+                f"place), got dtype={self.dtype_policy.name!r} (variables of dtype "
+                f"{self.dtype_policy.variable_dtype}): pass dtype='float32' or a mixed "
+                f"policy such as 'mixed_float16' (inputs of any float dtype are cast)")
         # The sampling ops have no XLA kernels: Keras must not jit-compile a
         # model holding this layer (it falls back to jit_compile=False).
         # Set after Layer.__init__, which sets it to True.
@@ -240,6 +275,8 @@ class SampledSoftmax(keras.layers.Layer):
 
     def _check_inputs(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
         if not self.built:
             self.build(inputs.shape)
         dim = self.kernel.shape[1]
@@ -278,7 +315,7 @@ class SampledSoftmax(keras.layers.Layer):
           ess_rows)] float32 importance-weight ESS / S of the negatives).
         """
         inputs = self._check_inputs(inputs)
-        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
+        labels = self._check_label_range(_check_labels(labels, inputs))
         weights, biases = self._table()
         if self.shared_negatives:
             sampled = self.sampler.candidate_sampler(
@@ -351,7 +388,7 @@ class SampledSoftmax(keras.layers.Layer):
           labels: [batch] or [batch, 1] int.
         """
         inputs = self._check_inputs(inputs)
-        labels = self._check_label_range(_check_labels(labels, inputs.shape[0]))
+        labels = self._check_label_range(_check_labels(labels, inputs))
         weights, biases = self._table()
         return chunked.full_softmax_stats(weights, biases, labels, inputs,
                                           self.eval_chunk_size, chunks=self._noise)

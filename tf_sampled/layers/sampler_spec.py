@@ -1,6 +1,7 @@
 """Samplers for the SampledSoftmax layer: by name or instance, and back to config."""
 import keras
 
+from tf_sampled import _seeding
 from tf_sampled import features as features_lib
 from tf_sampled import samplers as samplers_lib
 
@@ -44,6 +45,10 @@ def check_spec(sampler, options):
         options["feature_map"] = keras.saving.serialize_keras_object(fmap)
     if "counts" in options:
         options["counts"] = [float(c) for c in options["counts"]]
+    if sampler == "lsh" and options.get("seed") is None:
+        # Drawn now (Keras' seeding) and kept in the config: a restored layer
+        # hashes, fills and re-inserts with the same seed.
+        options["seed"] = _seeding.draw_seed()
     return sampler, options
 
 

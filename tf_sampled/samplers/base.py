@@ -32,16 +32,29 @@ def check_count(name, value, maximum=None):
 
 
 def as_float32_variable(value, name):
-    """The variable itself when it is a float32 variable, else a constant copy."""
+    """The variable itself when it is a float32 variable, else a float32 copy.
+
+    Raises:
+      ValueError naming `name` and the dtype for a variable of another dtype
+      (a copy would not follow its updates) or a table that is not floating.
+    """
     variable = _variables.as_float32_tf_variable(value)
     if variable is not None:
         return variable
-    return tf.Variable(tf.cast(tf.convert_to_tensor(value), tf.float32), trainable=False,
-                       name=name)
+    variable = _variables.as_tf_variable(value)
+    if variable is not None:
+        raise ValueError(
+            f"{name} must be a float32 variable (the ops read it in place), got a "
+            f"{variable.dtype.name} variable; pass a float32 variable, or a tensor to copy once")
+    value = tf.convert_to_tensor(value)
+    if not value.dtype.is_floating:
+        raise ValueError(f"{name} must be floating point (float32), got dtype {value.dtype.name}")
+    return tf.Variable(tf.cast(value, tf.float32), trainable=False, name=name)
 
 
 def check_table_shape(shape):
     """(num_classes, dim) of a class table's static shape, or ValueError."""
+    shape = tf.TensorShape(shape)  # arrays' shapes are tuples
     if shape.rank != 2 or shape[0] is None or shape[1] is None:
         raise ValueError(
             f"embeddings must have a static shape [num_classes, dim], got {shape}")

@@ -49,7 +49,7 @@ class KernelSampler(base.Sampler):
                  biases=None, incremental=True, name=None):
         shape = embeddings.shape
         base.check_table_shape(shape)
-        if biases is not None and (biases.shape.rank != 1 or biases.shape[0] != shape[0]):
+        if biases is not None and tf.TensorShape(biases.shape) != [shape[0]]:
             raise ValueError(
                 f"biases must have shape [{shape[0]}] like embeddings' rows, got {biases.shape}")
         super().__init__(int(shape[0]), name=name)

@@ -5,6 +5,7 @@ import numbers
 import tensorflow as tf
 
 from tf_sampled import _ops
+from tf_sampled import _seeding
 from tf_sampled.samplers import base
 
 FAMILIES = ("simhash", "dwta")
@@ -82,7 +83,12 @@ class LSHSampler(base.Sampler):
       rebuild_every: steps between full rebuilds in `maintain` (None: never).
       rehash_every: steps between new hash functions (and a rebuild) in
         `maintain` (None: never).
-      seed: int seed of the hash functions and of the bucket subsets.
+      seed: int seed (>= 0) of the hash functions and of the bucket subsets.
+        None: drawn from Python's `random` (which `keras.utils.set_random_seed`
+        seeds), kept as `self.seed`; restoring a checkpoint of this sampler
+        into a new one exactly needs the same seed (the hash functions and
+        tables are variables, but later re-insertions and `rehash` draw from
+        the seed).
       name: module name.
     """
 
@@ -122,7 +128,7 @@ class LSHSampler(base.Sampler):
         self.rebuild_every, self.rehash_every = rebuild_every, rehash_every
         self.embeddings = embeddings
         self.dim = int(shape[1])
-        self.seed = 0 if seed is None else int(seed)
+        self.seed = _seeding.seed_or_draw(seed)
         self._hash_attrs = dict(family=family, num_tables=self.num_tables,
                                 num_hashes=self.num_hashes, bin_size=self.bin_size)
         self._library = _ops.load_ops()

@@ -7,9 +7,9 @@ it. The counter is a variable of the sampler, incremented by every call, so a
 restored model continues the stream where the saved one stopped, and the
 same seed with the same counter gives the same samples in any process.
 """
-import random
-
 import tensorflow as tf
+
+from tf_sampled import _seeding
 
 # Positions are int64 >= 0 (the ops reject negative counters).
 _POSITION_MASK = 2**63 - 1
@@ -17,15 +17,6 @@ _POSITION_MASK = 2**63 - 1
 # the one `tf.random` ops use with an op seed and no global seed. Unseeded
 # calls use (0, 0), so the two never share a key.
 _SEEDED = 87654321
-
-
-def _random_offset():
-    """A random start for an unseeded stream (62 bits: far from wrapping).
-
-    From Python's `random`, which `keras.utils.set_random_seed` seeds (as
-    Keras draws its own default seeds).
-    """
-    return random.getrandbits(62)
 
 
 class SampleStream(tf.Module):
@@ -37,7 +28,8 @@ class SampleStream(tf.Module):
         calls, so the replicas' copies stay identical.
       offset: a random start drawn once at construction, for unseeded calls
         (seed=None): such a sampler draws a stream of its own, and its
-        restored copy continues that stream.
+        restored copy continues that stream. Drawn from Python's `random`
+        (`tf_sampled._seeding`), which `keras.utils.set_random_seed` seeds.
 
     The global TensorFlow seed does not enter: it is a process setting, read
     when a function is traced (a restored model traced after another
@@ -55,7 +47,7 @@ class SampleStream(tf.Module):
         with self.name_scope:
             self.counter = tf.Variable(tf.constant(0, tf.int64), trainable=False,
                                        name="counter")
-            self.offset = tf.Variable(tf.constant(_random_offset(), tf.int64),
+            self.offset = tf.Variable(tf.constant(_seeding.draw_seed(), tf.int64),
                                       trainable=False, name="offset")
 
     def next(self, seed=None):
