@@ -68,7 +68,8 @@ def load_synthetic(num_classes=1_000_000, num_train=200_000, num_val=10_000,
 
     Args:
       num_classes: C; 10M costs 80 MB (the train counts) beyond the examples.
-      num_train, num_val: examples per split.
+      num_train: examples in the train split.
+      num_val: examples in the validation split.
       vocab_size: input words, id 0 is padding (never used: inputs are full).
       max_len: words per example.
       signature_len: signature words per class (at most 256).

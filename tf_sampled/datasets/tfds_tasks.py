@@ -49,7 +49,8 @@ def load_lm1b(vocab_size=100_000, context=6, max_train=1_000_000, max_val=10_000
     Args:
       vocab_size: classes: the most frequent train words, `<unk>` and `</s>`.
       context: words of left context per example.
-      max_train, max_val: sentences read from `train` and `test` (None: all).
+      max_train: sentences read from `train` (None: all).
+      max_val: sentences read from `test` (None: all).
       data_dir: TFDS data directory.
 
     Returns:
