@@ -91,9 +91,10 @@ def format_table(summary, target, best, language_model=False):
     """The results as a Markdown table (perplexity column for language models)."""
     ppl_head, ppl_rule = ("| perplexity ", "|------------") if language_model else ("", "")
     reach_head = "time to target" if target is None else f"time to {target:.3f}"
-    lines = [f"| {'objective':<23} | steps | val CE {ppl_head}| top-1 | top-5 | ms/step "
+    width = max([23] + [len(s["objective"]) for s in summary])
+    lines = [f"| {'objective':<{width}} | steps | val CE {ppl_head}| top-1 | top-5 | ms/step "
              f"| {reach_head:>24} | x best built-in |",
-             f"|{'-' * 25}|-------|--------{ppl_rule}|-------|-------|---------|{'-' * 26}"
+             f"|{'-' * (width + 2)}|-------|--------{ppl_rule}|-------|-------|---------|{'-' * 26}"
              f"|-----------------|"]
     for s in summary:
         if target is None:
@@ -104,7 +105,7 @@ def format_table(summary, target, best, language_model=False):
             reach = f"{s['time_to_target_s']:.1f} s (step {s['steps_to_target']:.0f})"
             ratio = f"{s['vs_best']:.2f}"
         ppl = f"| {s['perplexity']:10.1f} " if language_model else ""
-        lines.append(f"| {s['objective']:<23} | {s['steps']:5.0f} | {s['val_ce']:6.3f} {ppl}"
+        lines.append(f"| {s['objective']:<{width}} | {s['steps']:5.0f} | {s['val_ce']:6.3f} {ppl}"
                      f"| {s['top1']:5.1%} | {s['top5']:5.1%} | {s['ms_per_step']:7.1f} "
                      f"| {reach:>24} | {ratio:>15} |")
     if best is not None:

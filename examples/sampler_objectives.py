@@ -23,6 +23,12 @@ Objectives (`OBJECTIVES`):
                          `_shared` batch-shared ones through
                          tfs.random.kernel_candidate_sampler as a drop-in
                          sampled_values for tf.nn.sampled_softmax_loss
+                         (its default proposal: a p_lu + (1 - a) q_tree,
+                         TensorFlow's log-uniform mixed into the tree's,
+                         prior_weight a = 0.5)
+  kernel_tree_shared,    kernel_shared with prior_weight a = 0 (the tree's
+  kernel_prior25_shared, proposal alone), 0.25 and 0.75 (a = 1 would be
+  kernel_prior75_shared  exactly log_uniform)
   lsh, lsh_label,        tfs.samplers.LSHSampler: LSH-Embedding (tables over
   lsh_shared             W queried with h), LSH-Label (queried with w_y),
                          batch-shared via tfs.random.lsh_candidate_sampler
@@ -43,6 +49,7 @@ Objectives (`OBJECTIVES`):
 """
 
 import dataclasses
+import functools
 
 import keras
 import tensorflow as tf
@@ -52,13 +59,17 @@ from tf_sampled.layers import noise as noise_lib
 
 KERNEL_MAPS = ("", "_fourier", "_quadratic", "_moments")
 KERNEL_OBJECTIVES = tuple(f"kernel{m}{s}" for s in ("", "_shared") for m in KERNEL_MAPS)
+# kernel_shared with TensorFlow's log-uniform mixed into the proposal:
+# objective -> prior_weight a (tfs.random.kernel_candidate_sampler).
+PRIOR_SHARED_OBJECTIVES = {"kernel_tree_shared": 0.0, "kernel_prior25_shared": 0.25,
+                           "kernel_prior75_shared": 0.75}
 LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
 # Objectives whose sampler is the auxiliary tree, fitted on frozen features of x.
 ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
 # Trained by negative sampling: their scores are logits + log p_n(y|x).
 NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
-    LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
+    tuple(PRIOR_SHARED_OBJECTIVES) + LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
 # TensorFlow's own samplers through tf.nn.sampled_softmax_loss: the baselines
 # that a package objective must beat at equal wall-clock.
 BUILTIN_OBJECTIVES = ("uniform", "log_uniform", "unigram")
@@ -268,12 +279,17 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
             W, query="label" if objective == "lsh_label" else "embedding", seed=seed,
             **(lsh_options or {}))
         candidate_sampler = tfs.random.lsh_candidate_sampler
-    elif objective in KERNEL_OBJECTIVES:
-        fmap = objective[len("kernel"):-len("_shared") if shared else None]
+    elif objective in KERNEL_OBJECTIVES or objective in PRIOR_SHARED_OBJECTIVES:
+        prior_weight = PRIOR_SHARED_OBJECTIVES.get(objective)
+        fmap = "" if prior_weight is not None else \
+            objective[len("kernel"):-len("_shared") if shared else None]
         leaf_kwargs = {} if leaf_size is None else {"leaf_size": leaf_size}
         sampler = tfs.samplers.KernelSampler(
             W, feature_map=_feature_map(fmap, num_features, seed), biases=b, **leaf_kwargs)
         candidate_sampler = tfs.random.kernel_candidate_sampler
+        if prior_weight is not None:
+            candidate_sampler = functools.partial(candidate_sampler,
+                                                  prior_weight=prior_weight)
     else:
         raise ValueError(f"Unknown objective {objective!r}; choose from {OBJECTIVES}.")
     if shared:  # a drop-in replacement for tf.random.*_candidate_sampler

@@ -105,7 +105,8 @@ def shared_draw(sampler, num_sampled, unique, seed):
     """The drop-in triple for 4 queries, and the shared proposal it should follow."""
     h = queries(batch=4, seed=9)
     triple = tfs.random.kernel_candidate_sampler(
-        SHARED_TRUTH, 1, num_sampled, unique, NUM_CLASSES, seed=seed, inputs=h, sampler=sampler)
+        SHARED_TRUTH, 1, num_sampled, unique, NUM_CLASSES, seed=seed, inputs=h, sampler=sampler,
+        prior_weight=0.0)  # the tree's proposal alone (the prior: test_kernel_shared_prior)
     return triple, shared_reference(sampler, h)
 
 
@@ -145,7 +146,8 @@ def test_unique_first_draws_follow_the_proposal():
     @tf.function
     def first_ids():
         return tf.stack([tfs.random.kernel_candidate_sampler(
-            truth, 1, 2, True, NUM_CLASSES, seed=8 + i, inputs=h, sampler=sampler)[0][0]
+            truth, 1, 2, True, NUM_CLASSES, seed=8 + i, inputs=h, sampler=sampler,
+            prior_weight=0.0)[0][0]
             for i in range(50)])
 
     ids = np.concatenate([first_ids().numpy() for _ in range(200)])  # 10k first draws

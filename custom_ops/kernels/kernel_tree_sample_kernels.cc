@@ -35,6 +35,37 @@ int64_t QueryCost(const TreeInputs& in, int64_t draws) {
   return draws * DrawCost(in) + in.spec.num_omega * in.spec.dim;
 }
 
+// TensorFlow's log-uniform (Zipfian) distribution over [0, range_max)
+// (LogUniformSampler, range_sampler.cc): p(i) = log((i + 2) / (i + 1)) /
+// log(range_max + 1), drawn by inverse CDF.
+class LogUniformPrior {
+ public:
+  explicit LogUniformPrior(int64_t range_max)
+      : range_max_(range_max), log_range_(std::log1p(double(range_max))) {}
+
+  // floor(exp(u log(range_max + 1))) - 1 for u uniform in [0, 1), reduced
+  // mod range_max as TensorFlow does (only a roundoff reaches range_max).
+  int64_t Sample(Random* rng) const {
+    const int64_t value =
+        static_cast<int64_t>(std::exp(rng->Uniform() * log_range_)) - 1;
+    return value % range_max_;
+  }
+
+  double Prob(int64_t id) const {
+    return std::log((id + 2.0) / (id + 1.0)) / log_range_;
+  }
+
+ private:
+  int64_t range_max_;
+  double log_range_;
+};
+
+// log(a p_prior + (1 - a) q_tree) from log q_tree.
+inline float MixtureLogQ(double a, double p_prior, float log_q_tree) {
+  return static_cast<float>(
+      std::log(a * p_prior + (1.0 - a) * std::exp(double(log_q_tree))));
+}
+
 }  // namespace
 
 class KernelTreeSampleOp : public OpKernel {
@@ -151,6 +182,11 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
                     "num_sampled (", num_sampled_,
                     ") must be <= range_max (", range_max_,
                     ") when unique=True"));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("prior_weight", &prior_weight_));
+    OP_REQUIRES(ctx, prior_weight_ >= 0.0f && prior_weight_ <= 1.0f,
+                errors::InvalidArgument(
+                    "prior_weight must be in [0, 1] (the log-uniform share of "
+                    "the proposal), got ", prior_weight_));
     OP_REQUIRES_OK(ctx, stream_.Init(ctx));
   }
 
@@ -207,18 +243,65 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       if (!tree.Sample(&state, n, &rng, ids, log_q)) return NonFiniteRowError(0);
       return absl::OkStatus();
     };
+    // With prior_weight a > 0 the proposal is the defensive mixture
+    // a p_lu + (1 - a) q_tree: Binomial(n, a) of a call's n draws come from
+    // the log-uniform prior, the others from the tree, every draw gets the
+    // mixture's log q (q_tree of the prior's draws by one grouped LogProb),
+    // and a shuffle makes the sequence iid again.
+    const double a = prior_weight_;
+    const LogUniformPrior prior(range_max_);
+    auto draw_mixture = [&](int64_t n, int64_t* ids,
+                            float* log_q) -> absl::Status {
+      int64_t n_prior = 0;
+      for (int64_t k = 0; k < n; ++k) n_prior += rng.Uniform() < a;
+      const int64_t n_tree = n - n_prior;
+      if (n_tree > 0) TF_RETURN_IF_ERROR(draw(n_tree, ids, log_q));
+      for (int64_t k = n_tree; k < n; ++k) ids[k] = prior.Sample(&rng);
+      if (a < 1.0 && n_prior > 0 &&
+          !tree.LogProb(&state, ids + n_tree, n_prior, log_q + n_tree)) {
+        return NonFiniteRowError(0);
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const double p = prior.Prob(ids[k]);
+        log_q[k] = a < 1.0 ? MixtureLogQ(a, p, log_q[k])
+                           : static_cast<float>(std::log(p));
+      }
+      ShuffleDraws(n, &rng, ids, log_q);
+      return absl::OkStatus();
+    };
     int64_t num_tries;
-    OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_, draw, sampled,
-                                         sampled_log_q, &num_tries));
+    if (a > 0.0) {
+      OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_,
+                                           draw_mixture, sampled, sampled_log_q,
+                                           &num_tries));
+    } else {
+      OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_,
+                                           draw, sampled, sampled_log_q,
+                                           &num_tries));
+    }
     // The true classes' log q under the shared query, in parallel chunks.
     const int64_t* truth = true_classes.flat<int64_t>().data();
     ShardFailure failure;
     ParallelFor(ctx, in.batch * num_true_, DrawCost(in),
                 [&](int64_t begin, int64_t end) {
+                  if (a >= 1.0) {  // exactly log-uniform: no tree work
+                    for (int64_t i = begin; i < end; ++i) {
+                      true_log_q[i] =
+                          static_cast<float>(std::log(prior.Prob(truth[i])));
+                    }
+                    return;
+                  }
                   QueryState local = state;
                   if (!tree.LogProb(&local, truth + begin, end - begin,
                                     true_log_q + begin)) {
                     failure.Record(begin);
+                    return;
+                  }
+                  if (a > 0.0) {
+                    for (int64_t i = begin; i < end; ++i) {
+                      true_log_q[i] =
+                          MixtureLogQ(a, prior.Prob(truth[i]), true_log_q[i]);
+                    }
                   }
                 });
     OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(0));
@@ -230,6 +313,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
   FeatureAttrs attrs_;
   int64_t num_true_, num_sampled_, range_max_;
   bool unique_;
+  float prior_weight_;  // log-uniform share a of the proposal, in [0, 1]
   SampleStream stream_;
 };
 

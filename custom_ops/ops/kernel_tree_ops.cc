@@ -164,6 +164,7 @@ REGISTER_OP("TfSampled>KernelTreeCandidateSampler")
     .Attr("range_max: int >= 1")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
+    .Attr("prior_weight: float = 0.0")
     .TF_SAMPLED_FEATURE_ATTRS
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) {
@@ -181,6 +182,11 @@ Batch-shared candidates with TensorFlow's candidate-sampler contract: one set
 of num_sampled classes for the whole batch, drawn from the batch's mixture
 proposal, and expected counts as TensorFlow defines them (num_sampled * q, or
 1 - (1 - q)^num_tries with unique=True).
+prior_weight: a in [0, 1]; the proposal is q = a p_lu + (1 - a) q_tree, with
+p_lu(i) = log((i + 2) / (i + 1)) / log(range_max + 1) TensorFlow's
+log-uniform (class ids by decreasing frequency) and q_tree the tree's batch
+mixture; every log q and expected count is that of q. 0 (the default) is the
+tree alone, 1 exactly log-uniform.
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
 >= 0, the caller's stream position, e.g. a checkpointed call count) selects
 the call's stream, so the same seeds and counter give the same samples in any

@@ -1,4 +1,6 @@
 """The kernel-tree sampler (Blanc & Rendle 2018) as a TensorFlow module."""
+import numbers
+
 import tensorflow as tf
 
 from tf_sampled import _ops
@@ -7,6 +9,8 @@ from tf_sampled import features as features_lib
 from tf_sampled.samplers import base
 
 DEFAULT_LEAF_SIZE = 128
+# The log-uniform share of the batch-shared proposal (candidate_sampler).
+DEFAULT_PRIOR_WEIGHT = 0.5
 
 
 class KernelSampler(base.Sampler):
@@ -131,9 +135,47 @@ class KernelSampler(base.Sampler):
             classes=classes, **args, **self._attrs)
 
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
-                          seed=None, name=None, inputs=None):
+                          seed=None, name=None, inputs=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
+        """Batch-shared candidates with TensorFlow's candidate-sampler contract.
+
+        The proposal is q(i) = a p_lu(i) + (1 - a) q_tree(i), a = prior_weight:
+        p_lu(i) = log((i + 2) / (i + 1)) / log(num_classes + 1) is TensorFlow's
+        log-uniform (class ids sorted by decreasing frequency), q_tree the
+        tree's mixture over the batch (leaves from the exact mixture of the
+        inputs' leaf distributions, classes inside a leaf from the kernel of
+        the mean input). Each call draws Binomial(S, a) of its draws from p_lu
+        and the rest from q_tree, in random order (an iid sequence), and the
+        expected counts are exact for q.
+
+        Args:
+          true_classes: [batch, num_true] int64 target classes.
+          num_true: int, columns of `true_classes`.
+          num_sampled: int, S.
+          unique: bool; draw until S distinct classes (expected counts then
+            use num_tries, as TensorFlow's samplers do).
+          range_max: int, must equal num_classes.
+          seed: optional int seed (with the stream counter; None: the
+            sampler's own stream).
+          name: optional name scope.
+          inputs: [batch, dim] float32 queries (the layer input h).
+          prior_weight: a, a number in [0, 1]: the log-uniform share of the
+            proposal (0: the tree alone; 1: exactly TensorFlow's log-uniform
+            sampler). The default 0.5 measured best of 0, 0.25 and 0.5 at
+            equal training time (WordNet, S = 16 and 1024, 3 seeds).
+
+        Returns:
+          (sampled_candidates [S] int64, true_expected_count [batch, num_true]
+          float32, sampled_expected_count [S] float32).
+
+        Raises:
+          ValueError: `inputs` is missing, prior_weight is not a number in
+            [0, 1], or an argument breaks the candidate-sampler contract.
+        """
         if inputs is None:
             raise ValueError("KernelSampler.candidate_sampler needs `inputs` [batch, dim]")
+        if (isinstance(prior_weight, bool) or not isinstance(prior_weight, numbers.Real)
+                or not 0.0 <= float(prior_weight) <= 1.0):  # NaN fails the comparison
+            raise ValueError(f"prior_weight must be a number in [0, 1], got {prior_weight!r}")
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._table_args(inputs)
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
@@ -142,7 +184,7 @@ class KernelSampler(base.Sampler):
             return self._library.tf_sampled_kernel_tree_candidate_sampler(
                 true_classes=true_classes, counter=counter, num_true=num_true,
                 num_sampled=num_sampled, unique=bool(unique), range_max=range_max, seed=seed1,
-                seed2=seed2, **args, **self._attrs)
+                seed2=seed2, prior_weight=float(prior_weight), **args, **self._attrs)
 
     @property
     def refreshes_ids(self):
