@@ -70,7 +70,9 @@ class BuildTfOps(build_ext):
             # -fno-math-errno: no library call per sqrt (we never read errno),
             # so the optimizer row loops vectorize.
             [cxx, "-std=c++17", "-shared", "-fPIC", "-O3", "-fno-math-errno", "-I" + HERE]
-            + ["-Wno-deprecated-declarations", "-Wno-interference-size"]
+            # -Wno-psabi: see .bazelrc (harmless notes on core/simd.h's
+            # always-inlined 8-float vector helpers).
+            + ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-psabi"]
             + [os.path.join(HERE, s) for s in ext.sources]
             + cuda_objects
             + cuda_flags
