@@ -37,6 +37,7 @@ BENCHMARKS = (
     ("wordnet_step_time", "--objectives=log_uniform,kernel,kernel_unfused --rounds=3 "
                           "--round_steps=10"),
     ("bench_adversarial", "--fit_sizes=62500x12500 --classes=10000,100000"),
+    ("bench_distribute", "--num_classes=100000 --steps=5 --dense_reps=1"),
     ("adversarial_quality", "--num_classes=20000 --num_train=60000 --num_val=500 "
                             "--time_budget_s=15 --eval_growth=3"),
 )

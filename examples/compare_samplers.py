@@ -47,7 +47,7 @@ import tensorflow as tf
 
 import compare_report
 from sampler_objectives import (ADVERSARIAL_OBJECTIVES, MAX_LEN, OBJECTIVES,  # noqa: F401
-                                OPTIMIZERS, SWEEP, build_model, make_loss_fn,
+                                OPTIMIZERS, STUDY_OBJECTIVES, SWEEP, build_model, make_loss_fn,
                                 make_train_step, noise_correction, parse_objective)
 import tf_sampled as tfs
 
@@ -201,11 +201,13 @@ class Trainer:
             aux_features = (frozen, data.x_train, data.y_train)
         loss_fn, sampler = make_loss_fn(objective.name, W, b, objective.num_sampled,
                                         data.class_counts, seed, config.leaf_size,
-                                        config.num_features, lsh_options, aux_features)
+                                        config.num_features, lsh_options, aux_features,
+                                        config.batch_size)
         self.is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
         # Only the samplers built from the class table follow it; the fitted
         # auxiliary tree and the input-free noise are fixed.
-        self.refreshed = self.is_lsh or isinstance(sampler, tfs.samplers.KernelSampler)
+        self.refreshed = self.is_lsh or isinstance(sampler, tfs.samplers.KernelSampler) or \
+            objective.name in STUDY_OBJECTIVES
         if aux_features is not None:
             print(f"{self.tag} AdversarialSampler: auxiliary tree fitted on "
                   f"{len(data.y_train)} frozen-encoder features in "
@@ -216,6 +218,9 @@ class Trainer:
                   f"{sampler.num_hashes}, bucket size {sampler.bucket_size}, query "
                   f"{sampler.query}; rebuild every {config.refresh_every} steps, new hashes "
                   f"every {sampler.rehash_every}", flush=True)
+        elif objective.name in STUDY_OBJECTIVES:
+            print(f"{self.tag} {sampler!r}, refresh every {config.refresh_every} steps",
+                  flush=True)
         elif self.refreshed:
             print(f"{self.tag} KernelSampler: leaf_size {sampler.leaf_size}, "
                   f"{sampler.feature_map!r}, full refresh every {config.refresh_every} "

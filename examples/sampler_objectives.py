@@ -74,6 +74,10 @@ OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES +
 # that a package objective must beat at equal wall-clock.
 BUILTIN_OBJECTIVES = ("uniform", "log_uniform", "unigram")
 # The built-in configurations a sweep tries (each S < the task's classes).
+# Objectives a study adds (benchmarks/pooled_negatives.py): name ->
+# factory(W, b, num_sampled, seed, batch_size) -> (loss_fn, sampler), the
+# sampler refreshed by a full `refresh()` on the trainer's schedule.
+STUDY_OBJECTIVES = {}
 SWEEP = tuple(f"{name}@{size}" for name in ("log_uniform", "unigram")
               for size in (16, 64, 256, 1024, 4096))
 EMBED_DIM, HIDDEN_DIM, MAX_LEN = 64, 128, 32
@@ -105,8 +109,9 @@ def parse_objective(spec, num_sampled, num_classes):
         same rule).
     """
     name, at, size = str(spec).strip().partition("@")
-    if name not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {name!r} in {spec!r}; choose from {OBJECTIVES}, "
+    if name not in OBJECTIVES and name not in STUDY_OBJECTIVES:
+        raise ValueError(f"Unknown objective {name!r} in {spec!r}; choose from "
+                         f"{OBJECTIVES + tuple(STUDY_OBJECTIVES)}, "
                          f"optionally with @S (e.g. log_uniform@1024).")
     if name == "full":
         if at:
@@ -234,7 +239,7 @@ def _feature_map(name, num_features, seed):
 
 
 def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=None,
-                 num_features=128, lsh_options=None, aux_features=None):
+                 num_features=128, lsh_options=None, aux_features=None, batch_size=None):
     """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
 
     lsh_options: LSHSampler keyword arguments for the lsh* objectives.
@@ -242,7 +247,10 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
       x_train, y_train): the auxiliary model is fitted on featurize(x_train)
       [N, k] (N >= C) and queried with featurize(x); its loss_fn then takes
       (h, labels, x).
+    batch_size: the training batch size (a study objective's pool may need it).
     """
+    if objective in STUDY_OBJECTIVES:
+        return STUDY_OBJECTIVES[objective](W, b, num_sampled, seed, batch_size)
     if objective == "full":
         def full_loss(h, labels):
             logits = tf.matmul(h, W, transpose_b=True) + b

@@ -4,6 +4,7 @@ Importing the package never fails for a missing op library: the error comes
 when an op is first needed (or from `load_ops()`), and says how to rebuild.
 """
 from tf_sampled import datasets
+from tf_sampled import distribute
 from tf_sampled import features
 from tf_sampled import layers
 from tf_sampled import nn

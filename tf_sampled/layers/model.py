@@ -19,17 +19,17 @@ def _check_label_array(y):
         check_label_shape(y.shape)
 
 
-def _head_and_input(model):
+def head_and_input(model):
     """The SampledSoftmax layer producing the model's output, and its input tensor."""
     outputs = tf.nest.flatten(model.outputs)  # top_k gives two: scores and ids
-    heads = {id(o._keras_history.operation): o for o in outputs}  # pylint: disable=protected-access
+    heads = {id(o._keras_history.operation): o for o in outputs}
     output = outputs[0]
-    head = output._keras_history.operation  # pylint: disable=protected-access
+    head = output._keras_history.operation
     if len(heads) != 1 or not isinstance(head, SampledSoftmax):
         raise ValueError(
             f"SampledSoftmaxModel's output must be that of one tf_sampled.layers.SampledSoftmax "
-            f"layer, got outputs from {[type(o._keras_history.operation).__name__ for o in outputs]}")  # pylint: disable=protected-access
-    node = head._inbound_nodes[output._keras_history.node_index]  # pylint: disable=protected-access
+            f"layer, got outputs from {[type(o._keras_history.operation).__name__ for o in outputs]}")
+    node = head._inbound_nodes[output._keras_history.node_index]
     return head, node.input_tensors[0]
 
 
@@ -63,7 +63,7 @@ class SampledSoftmaxModel(keras.Model):
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        head, head_input = _head_and_input(self)
+        head, head_input = head_and_input(self)
         # Kept out of Keras' tracking: the trunk shares the model's layers, and
         # tracking it would save their weights twice.
         object.__setattr__(self, "_sampled_head", head)

@@ -5,7 +5,7 @@ import tensorflow as tf
 from tf_sampled.optimizers import sparse_apply
 
 
-def _sum_duplicates(gradient):
+def sum_duplicates(gradient):
     """(unique indices [n], summed rows [n, ...]) of an IndexedSlices gradient."""
     unique, position = tf.unique(gradient.indices)
     rows = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(unique)[0])
@@ -45,7 +45,7 @@ class LazyAdam(keras.optimizers.Adam):
                 variable, m, v, gradient, alpha, beta_1, beta_2, self.epsilon):
             return None
 
-        ids, grad = _sum_duplicates(gradient)
+        ids, grad = sum_duplicates(gradient)
         grad = tf.cast(grad, dtype)
         m_rows = beta_1 * tf.gather(m.value, ids) + (1 - beta_1) * grad
         v_rows = beta_2 * tf.gather(v.value, ids) + (1 - beta_2) * tf.square(grad)

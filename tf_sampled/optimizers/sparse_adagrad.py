@@ -3,7 +3,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampled.optimizers import sparse_apply
-from tf_sampled.optimizers.lazy_adam import _sum_duplicates
+from tf_sampled.optimizers.lazy_adam import sum_duplicates
 
 
 @keras.saving.register_keras_serializable(package="tf_sampled")
@@ -31,7 +31,7 @@ class SparseAdagrad(keras.optimizers.Adagrad):
         if sparse_apply.adagrad(variable, accumulator, gradient, learning_rate,
                                 self.epsilon):
             return None
-        ids, grad = _sum_duplicates(gradient)
+        ids, grad = sum_duplicates(gradient)
         grad = tf.cast(grad, dtype)
         acc_rows = tf.gather(accumulator.value, ids) + tf.square(grad)
         self.assign(accumulator, tf.IndexedSlices(acc_rows, ids))
