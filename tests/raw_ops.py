@@ -7,6 +7,8 @@ fused loss its weights and biases, the sparse optimizer steps the variable
 and its slots; tests that feed arbitrary (also
 malformed) arrays wrap each in a fresh variable.
 """
+import textwrap
+
 import numpy as np
 import tensorflow as tf
 
@@ -147,3 +149,18 @@ def clean(fn, *names):
         print("CLEAN ok:", [getattr(t, "shape", type(t).__name__)
                             for t in tf.nest.flatten(out)])
         return out
+
+
+# The start of a child-process script over the kernel-tree ops (child_process):
+# a small table, projections, queries and `ops`.
+KERNEL_PRELUDE = textwrap.dedent("""
+    import numpy as np, tensorflow as tf, tf_sampled as tfs
+    from raw_ops import RawOps, clean
+    ops = RawOps(tfs.load_ops())
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((5, 3)).astype(np.float32)
+    omega = rng.standard_normal((4, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    no_biases = np.zeros([0], np.float32)
+    attrs = dict(feature_map="positive_random")
+""")

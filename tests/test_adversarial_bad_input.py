@@ -4,7 +4,7 @@ errors, never a crash.
 Every bad argument gives ValueError (Python) or InvalidArgumentError (op)
 whose message names the argument (and the bad value where the op reports
 it). Huge sizes and a random fuzz over every raw AuxTree op run in a
-subprocess (helpers from test_bad_input).
+subprocess (helpers from child_process).
 """
 import textwrap
 
@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import (assert_rejects_bad_counters, raises_naming,
-                            run_crash_cases_in_one_process, run_fuzz)
+from child_process import run_crash_cases_in_one_process, run_fuzz
+from error_assertions import assert_rejects_bad_counters, raises_naming
 
 NUM_CLASSES, DIM, K = 12, 5, 3
 InvalidArgument = tf.errors.InvalidArgumentError

@@ -12,7 +12,7 @@ and chunked subtrees) in a child process, against NumPy oracles.
 """
 import pytest
 
-from test_bad_input import _describe_exit, _finish, _python, _stderr_summary
+from child_process import describe_exit, finish, start_python, stderr_summary
 
 CLASS_COUNTS = (1, 2, 3, 4, 255, 256, 257, 1024)
 RUN = "import sys, scoring_cases; scoring_cases.main(int(sys.argv[1]), sys.argv[2])"
@@ -23,8 +23,8 @@ RUN = "import sys, scoring_cases; scoring_cases.main(int(sys.argv[1]), sys.argv[
 @pytest.mark.parametrize("onednn", ["0", "1"])
 def test_every_all_classes_path(onednn, num_classes, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
-    code, out, err = _finish(_python(RUN, str(num_classes), str(tmp_path)), timeout=300)
+    code, out, err = finish(start_python(RUN, str(num_classes), str(tmp_path)), timeout=300)
     started = [line[5:] for line in out.splitlines() if line.startswith("CASE ")]
     assert code == 0 and out.rstrip().endswith("DONE"), (
-        f"TF_ENABLE_ONEDNN_OPTS={onednn}, C={num_classes}: {_describe_exit(code)} in case "
-        f"{started[-1] if started else '(before the first case)'}\n{_stderr_summary(err)}")
+        f"TF_ENABLE_ONEDNN_OPTS={onednn}, C={num_classes}: {describe_exit(code)} in case "
+        f"{started[-1] if started else '(before the first case)'}\n{stderr_summary(err)}")

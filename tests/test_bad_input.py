@@ -9,16 +9,15 @@ shapes); the fused loss op rejects it (there is no loss to return).
 Cases that could kill the interpreter (and a random fuzz over every raw op)
 run in a subprocess, so a segfault or abort fails one test instead of the run.
 """
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from child_process import describe_exit, finish, run_fuzz, start_python, stderr_summary
+from error_assertions import assert_rejects_bad_counters, raises_naming
+from raw_ops import KERNEL_PRELUDE
 import tf_sampled as tfs
 
 I64_MAX = 2**63 - 1
@@ -44,17 +43,6 @@ RANDOM_MAPS = [name for name in FEATURE_MAPS if name in ("random_fourier", "posi
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-def raises_naming(exc_types, fn, *fragments):
-    """Calls fn, asserts it raises exc_types and the message has every fragment."""
-    with pytest.raises(exc_types) as info:
-        fn()
-    message = str(info.value)
-    for fragment in fragments:
-        assert str(fragment) in message, (
-            f"{type(info.value).__name__} message does not name {fragment!r}: {message}")
-    return message
-
 
 def feature_map(name):
     if name == "quadratic":
@@ -739,20 +727,6 @@ def test_raw_candidate_sampler_contract(ops):
     assert sampled.shape == (NUM_CLASSES + 3,)
 
 
-def assert_rejects_bad_counters(call):
-    """call(counter) of a sampling op: every malformed stream counter is refused
-    with an error naming `counter` (eagerly, and in a graph by the shape function)."""
-    invalid = tf.errors.InvalidArgumentError
-    for bad in (-1, -(2**63)):
-        raises_naming(invalid, lambda: call(np.int64(bad)), "counter", f"got {bad}")
-    raises_naming(invalid, lambda: call(np.array([1, 2], np.int64)), "counter", "rank 0")
-    # Eagerly TensorFlow's own dtype check fires first ("input #6 ... int64").
-    raises_naming((TypeError, invalid), lambda: call(tf.constant(1, tf.int32)), "int64")
-    with tf.Graph().as_default():
-        raises_naming(ValueError, lambda: call(tf.zeros([2], tf.int64)), "counter", "scalar")
-        raises_naming(TypeError, lambda: call(tf.constant(1, tf.int32)), "counter", "int64")
-
-
 @pytest.mark.parametrize("op", ["sample", "candidate_sampler"])
 @pytest.mark.parametrize("batch", [2, 0])
 def test_raw_sampling_ops_reject_bad_counters(ops, op, batch):
@@ -794,17 +768,6 @@ def test_raw_nan_embedding_row_read_by_sampling(ops):
 # Crash cases, each in its own interpreter
 # --------------------------------------------------------------------------
 
-_PRELUDE = textwrap.dedent("""
-    import numpy as np, tensorflow as tf, tf_sampled as tfs
-    from raw_ops import RawOps, clean
-    ops = RawOps(tfs.load_ops())
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((5, 3)).astype(np.float32)
-    omega = rng.standard_normal((4, 3)).astype(np.float32)
-    x = rng.standard_normal((2, 3)).astype(np.float32)
-    no_biases = np.zeros([0], np.float32)
-    attrs = dict(feature_map="positive_random")
-""")
 
 # name -> (body, why it is here)
 CRASH_CASES = {
@@ -862,59 +825,10 @@ CRASH_CASES = {
 }
 
 
-def _python(script, *args):
-    """Starts `script` in a fresh interpreter (faulthandler on, quiet TF logs)."""
-    tests_dir = os.path.dirname(os.path.abspath(__file__))  # for raw_ops
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", script, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _finish(proc, timeout):
-    """(returncode, stdout, stderr) of a started process; kills it on timeout."""
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-        stderr += f"\n(killed after {timeout} s)"
-    return proc.returncode, stdout, stderr
-
-
-def _describe_exit(code):
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit {code}"
-
-
-def _stderr_summary(stderr, tail=15):
-    """The lines that say why a process died, then the end of stderr."""
-    lines = [line for line in stderr.splitlines()
-             if "oneDNN" not in line and "cpu_feature_guard" not in line]
-    why = [line for line in lines if any(key in line for key in (
-        "Check failed", "terminate called", "what():", "Fatal Python error", "Error:"))]
-    return "\n".join(why[:6] + ["..."] + lines[-tail:])
-
-
-def run_crash_cases_in_one_process(prelude, cases):
-    """Runs every case of `cases` (name -> script body) after `prelude` in one
-    interpreter (one TensorFlow import); fails naming the case that died or
-    did not print its CLEAN line."""
-    script = prelude + "".join(f"print('CASE {case}', flush=True)\n" + textwrap.dedent(body)
-                               for case, body in sorted(cases.items()))
-    code, stdout, stderr = _finish(_python(script), timeout=300)
-    if code != 0 or stdout.count("CLEAN") != len(cases):
-        started = [line for line in stdout.splitlines() if line.startswith("CASE ")]
-        pytest.fail(f"{started[-1] if started else 'prelude'}: {_describe_exit(code)}\n"
-                    f"stdout:\n{stdout[-2000:]}\nstderr:\n{_stderr_summary(stderr)}",
-                    pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def crash_runs():
     """All crash cases, started at once (each pays TensorFlow's import)."""
-    procs = {case: _python(_PRELUDE + textwrap.dedent(body))
+    procs = {case: start_python(KERNEL_PRELUDE + textwrap.dedent(body))
              for case, body in CRASH_CASES.items()}
     yield procs
     for proc in procs.values():
@@ -925,10 +839,10 @@ def crash_runs():
 
 @pytest.mark.parametrize("case", sorted(CRASH_CASES))
 def test_no_crash(crash_runs, case):
-    code, stdout, stderr = _finish(crash_runs[case], timeout=300)
+    code, stdout, stderr = finish(crash_runs[case], timeout=300)
     if code != 0 or "CLEAN" not in stdout:
-        pytest.fail(f"{case}: {_describe_exit(code)}\nstdout:\n{stdout[-2000:]}\n"
-                    f"stderr:\n{_stderr_summary(stderr)}", pytrace=False)
+        pytest.fail(f"{case}: {describe_exit(code)}\nstdout:\n{stdout[-2000:]}\n"
+                    f"stderr:\n{stderr_summary(stderr)}", pytrace=False)
 
 
 # --------------------------------------------------------------------------
@@ -1290,23 +1204,6 @@ FUZZ_SCRIPT = textwrap.dedent('''
 ''')
 
 FUZZ_SEED, FUZZ_CALLS = 1234, 960
-
-
-def run_fuzz(script, seed, num_calls, op_names):
-    """Runs a fuzz script in a subprocess; fails on a crash, a bad output, or an
-    op that was never exercised other than through its error paths."""
-    code, stdout, stderr = _finish(_python(script, str(seed), str(num_calls)), timeout=300)
-    calls = [line for line in stdout.splitlines() if line.startswith("CALL ")]
-    summary = [line for line in stdout.splitlines() if line.startswith("FUZZ SUMMARY")]
-    if code != 0 or not summary:
-        pytest.fail(f"fuzz (seed {seed}) {_describe_exit(code)} after {len(calls)} calls; "
-                    f"last call:\n{calls[-1] if calls else '(none)'}\n"
-                    f"stdout tail:\n{stdout[-1500:]}\nstderr:\n{_stderr_summary(stderr)}",
-                    pytrace=False)
-    assert len(calls) == num_calls
-    for name in op_names:
-        ok = int(summary[0].split(f"{name}:ok=")[1].split(",")[0])
-        assert ok > 0, summary[0]
 
 
 def test_fuzz_raw_ops_never_kill_the_process():

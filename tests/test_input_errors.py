@@ -19,7 +19,7 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from layer_models import NUM_FEATURES, task
-from test_bad_input import raises_naming
+from error_assertions import raises_naming
 
 C, DIM, S = 100, 8, 6
 InvalidArgument = tf.errors.InvalidArgumentError

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from stats import P_THRESHOLD, chi_square_p_value
-from test_bad_input import _PRELUDE, run_crash_cases_in_one_process
+from child_process import run_crash_cases_in_one_process
+from raw_ops import KERNEL_PRELUDE
 
 NUM_CLASSES, DIM, BATCH = 600, 8, 4
 NUM_TRUE = NUM_CLASSES // BATCH
@@ -181,11 +182,11 @@ _BAD_WEIGHTS = {"negative": ("-0.5", "-0.5"), "above_one": ("1.25", "1.25"),
 
 
 def test_raw_op_rejects_bad_prior_weight_without_crashing():
-    """In a fresh interpreter (test_bad_input's pattern): a crash fails this test only."""
+    """In a fresh interpreter (child_process): a crash fails this test only."""
     cases = {f"candidate_sampler_prior_weight_{name}":
              _RAW_BAD_PRIOR_CASE.format(weight=weight, shown=shown)
              for name, (weight, shown) in _BAD_WEIGHTS.items()}
-    run_crash_cases_in_one_process(_PRELUDE, cases)
+    run_crash_cases_in_one_process(KERNEL_PRELUDE, cases)
 
 
 def test_eager_and_tf_function_agree(sampler):

@@ -3,7 +3,7 @@
 Every bad argument gives ValueError (Python) or InvalidArgumentError (op)
 whose message names the argument (and the bad value where the op reports
 it). Cases that could kill the interpreter, and a random fuzz over every raw
-LSH op, run in a subprocess (helpers from test_bad_input).
+LSH op, run in a subprocess (helpers from child_process).
 """
 import textwrap
 
@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from test_bad_input import (assert_rejects_bad_counters, raises_naming,
-                            run_crash_cases_in_one_process, run_fuzz)
+from child_process import run_crash_cases_in_one_process, run_fuzz
+from error_assertions import assert_rejects_bad_counters, raises_naming
 
 NUM_CLASSES, DIM = 20, 4
 InvalidArgument = tf.errors.InvalidArgumentError

@@ -321,11 +321,13 @@ class SampledSoftmax(keras.layers.Layer):
             sampled = self.sampler.candidate_sampler(
                 labels, 1, self.num_sampled, self.unique, self.num_classes, seed=self.seed,
                 inputs=inputs)
-            ids, log_q = sampled[0], tf.math.log(sampled[2])
+            # Log expected counts, log(S q) without `unique`: the importance
+            # weights up to the constant S, which the ESS fraction ignores.
+            ids, log_proposal = sampled[0], tf.math.log(sampled[2])
         else:
             sampled = self.sampler.sample(inputs, self.num_sampled, true_classes=labels,
                                           seed=self.seed)
-            ids, log_q = sampled.ids, sampled.log_q
+            ids, log_proposal = sampled.ids, sampled.log_q
         if self.loss_kind == "negative_sampling":
             losses = nn.negative_sampling_loss(
                 weights, biases, labels, inputs, sampled,
@@ -337,26 +339,27 @@ class SampledSoftmax(keras.layers.Layer):
                 remove_accidental_hits=self.remove_accidental_hits,
                 subtract_log_q_true=self.subtract_log_q_true)
         touched = tf.concat([tf.reshape(labels, [-1]), tf.reshape(ids, [-1])], 0)
-        return losses, touched, self._ess(inputs, labels, ids, log_q)
+        return losses, touched, self._ess(inputs, labels, ids, log_proposal)
 
-    def _ess(self, inputs, labels, ids, log_q):
+    def _ess(self, inputs, labels, ids, log_proposal):
         """ESS / S of the first ess_rows examples' negatives (no gradient)."""
         weights, biases = self._table()
         rows = tf.minimum(tf.shape(inputs)[0], self.ess_rows)
         inputs, labels = tf.stop_gradient(inputs[:rows]), labels[:rows]
         if ids.shape.rank == 1:  # shared by the batch
-            ids, log_q = tf.tile(ids[None, :], [rows, 1]), tf.tile(log_q[None, :], [rows, 1])
+            ids = tf.tile(ids[None, :], [rows, 1])
+            log_proposal = tf.tile(log_proposal[None, :], [rows, 1])
         else:
-            ids, log_q = ids[:rows], log_q[:rows]
+            ids, log_proposal = ids[:rows], log_proposal[:rows]
         logits = tf.einsum("bd,bsd->bs", inputs, tf.gather(weights, ids))
         if biases is not None:
             logits += tf.gather(biases, ids)
         if self._noise is not None:
             # The model's distribution is exp(xi + log p_n) and the proposal
             # p_n: the importance weights are exp(xi).
-            log_q = tf.zeros_like(log_q)
+            log_proposal = tf.zeros_like(log_proposal)
         valid = tf.not_equal(ids, labels) if self.remove_accidental_hits else None
-        return tf.stop_gradient(metrics_lib.importance_ess(logits, log_q, valid))
+        return tf.stop_gradient(metrics_lib.importance_ess(logits, log_proposal, valid))
 
     def update_sampler(self, touched):
         """Refreshes the sampler after the optimizer step (the layer's schedule).
