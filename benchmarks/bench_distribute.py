@@ -244,34 +244,47 @@ def estimate(args, runs, log):
             "latency_ms": latency_ms, "links": rows, "memory_gb": memory}
 
 
+def run_cluster(argv, num_workers, marker, timeout_s, num_ps=0):
+    """Runs a benchmark command as a local cluster; the chief's (first task's) result.
+
+    The chief prints one line `marker + JSON`; returns that JSON's dict with
+    "wall_s" (the whole run, start-up included) added.
+
+    Raises:
+      RuntimeError: naming the tasks that failed, with their stderr tails.
+    """
+    import tf_sampled as tfs  # pylint: disable=import-outside-toplevel
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    start = time.perf_counter()
+    results = tfs.distribute.run_local_cluster(argv, num_workers, num_ps=num_ps, env=env,
+                                               cwd=root, timeout_s=timeout_s)
+    if not all(r.ok for r in results):
+        raise RuntimeError(tfs.distribute.describe_failure(results))
+    line = next(ln for ln in results[0].stdout.splitlines() if ln.startswith(marker))
+    return dict(json.loads(line[len(marker):]), wall_s=time.perf_counter() - start)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         run_worker(args)
         return 0
-    # pylint: disable=import-outside-toplevel
-    import tf_sampled as tfs
     log = print
     log(f"bench_distribute: C = {args.num_classes:,}, dim {args.dim}, {args.batch} examples per "
         f"worker and step, S = {args.num_sampled} ({args.sampler}), LazyAdam; "
         f"{args.warmup} warm-up + {args.steps} timed steps; nproc = {os.cpu_count()}")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     runs = {}
     for workers in [int(w) for w in args.workers.split(",")]:
         argv_worker = [sys.executable, "-m", "benchmarks.bench_distribute", "--worker"] + [
             a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith(
                 "--workers")]
-        start = time.perf_counter()
-        results = tfs.distribute.run_local_cluster(argv_worker, workers, env=env, cwd=root,
-                                                   timeout_s=args.timeout_s)
-        if not all(r.ok for r in results):
-            log(tfs.distribute.describe_failure(results))
+        try:
+            runs[workers] = run_cluster(argv_worker, workers, _RESULT, args.timeout_s)
+        except RuntimeError as error:
+            log(str(error))
             return 1
-        line = next(ln for ln in results[0].stdout.splitlines() if ln.startswith(_RESULT))
-        runs[workers] = dict(json.loads(line[len(_RESULT):]),
-                             wall_s=time.perf_counter() - start)
         log(f"  {workers} worker(s): {runs[workers]['wall_s']:.0f} s in all (start-up, "
             f"variable broadcast, tracing, steps)")
 

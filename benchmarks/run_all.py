@@ -38,6 +38,7 @@ BENCHMARKS = (
                           "--round_steps=10"),
     ("bench_adversarial", "--fit_sizes=62500x12500 --classes=10000,100000"),
     ("bench_distribute", "--num_classes=100000 --steps=5 --dense_reps=1"),
+    ("bench_parameter_server", "--classes=100000 --cluster_classes=100000 --steps=5"),
     ("adversarial_quality", "--num_classes=20000 --num_train=60000 --num_val=500 "
                             "--time_budget_s=15 --eval_growth=3"),
 )

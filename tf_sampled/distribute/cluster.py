@@ -1,6 +1,6 @@
 """The cluster a training process belongs to: TF_CONFIG, start-up and local clusters.
 
-TensorFlow's MultiWorkerMirroredStrategy reads the cluster from the TF_CONFIG
+TensorFlow's strategies read the cluster from the TF_CONFIG
 environment variable and, given a TF_CONFIG it cannot use, fails late and
 obscurely or waits forever: a task that is missing from the cluster, a peer
 that never starts or a port another process holds make it block inside
@@ -9,7 +9,10 @@ module checks TF_CONFIG first (`parse_tf_config`: a ValueError naming the
 problem), waits for the peers with a time limit before TensorFlow connects to
 them (`wait_for_peers`), and creates the strategy with time limits on its
 collective operations (`make_strategy`). `run_local_cluster` starts a
-cluster of processes on this machine (tests, examples, benchmarks).
+cluster of processes on this machine (tests, examples, benchmarks). The same
+checks serve parameter-server clusters (`parse_tf_config(...,
+parameter_servers=True)`: a "chief" that coordinates, "worker" and "ps"
+tasks), whose strategy `tf_sampled.distribute.parameter_server` creates.
 """
 import dataclasses
 import faulthandler
@@ -25,6 +28,10 @@ import tensorflow as tf
 # The jobs MultiWorkerMirroredStrategy trains with; "ps" (ParameterServerStrategy)
 # and "evaluator" (a side-car evaluator) are not part of it.
 SUPPORTED_JOBS = ("chief", "worker")
+# The jobs of a ParameterServerStrategy cluster: the chief runs the training
+# program (the ClusterCoordinator), workers run the steps, "ps" tasks hold
+# the variables.
+PARAMETER_SERVER_JOBS = ("chief", "worker", "ps")
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
 _PROBE_INTERVAL_S = 0.2
@@ -39,8 +46,9 @@ class ClusterConfig:
     """A validated TF_CONFIG: the cluster and this process's task in it.
 
     Attributes:
-      cluster: job name -> tuple of "host:port" addresses ("chief" and/or "worker").
-      task_type: this process's job, "chief" or "worker".
+      cluster: job name -> tuple of "host:port" addresses ("chief" and/or
+        "worker"; and "ps" in a parameter-server cluster).
+      task_type: this process's job: "chief", "worker" or "ps".
       task_index: this process's index in its job.
       rpc_layer: "grpc".
     """
@@ -52,14 +60,20 @@ class ClusterConfig:
 
     @property
     def tasks(self):
-        """[(job, index, address)] in TensorFlow's worker order: the chief first."""
-        return [(job, i, address) for job in SUPPORTED_JOBS
+        """[(job, index, address)] of the training processes in TensorFlow's worker
+        order (the chief first); parameter servers ("ps") come last."""
+        return [(job, i, address) for job in PARAMETER_SERVER_JOBS
                 for i, address in enumerate(self.cluster.get(job, ()))]
 
     @property
     def num_workers(self):
-        """Training processes in the cluster (the chief counts as one)."""
-        return len(self.tasks)
+        """Processes that run steps: the chief counts as one, parameter servers do not."""
+        return sum(len(self.cluster.get(job, ())) for job in SUPPORTED_JOBS)
+
+    @property
+    def num_ps(self):
+        """Parameter-server tasks (0 outside a parameter-server cluster)."""
+        return len(self.cluster.get("ps", ()))
 
     @property
     def worker_index(self):
@@ -106,12 +120,16 @@ def _split_address(job, index, address):
     return host, int(port)
 
 
-def parse_tf_config(tf_config=None):
-    """Validates a TF_CONFIG for MultiWorkerMirroredStrategy.
+def parse_tf_config(tf_config=None, *, parameter_servers=False):
+    """Validates a TF_CONFIG for MultiWorkerMirroredStrategy or ParameterServerStrategy.
 
     Args:
       tf_config: a TF_CONFIG JSON string or the dict it encodes; None reads
         the TF_CONFIG environment variable.
+      parameter_servers: False: a MultiWorkerMirroredStrategy cluster
+        ("worker" tasks and at most one "chief"); True: a
+        ParameterServerStrategy cluster (exactly one "chief", which runs the
+        training program, at least one "worker" and at least one "ps").
 
     Returns:
       A `ClusterConfig`, or None when tf_config is None and TF_CONFIG is unset
@@ -120,10 +138,10 @@ def parse_tf_config(tf_config=None):
     Raises:
       ValueError: naming the problem, if the JSON does not parse, "cluster" or
         "task" is missing or malformed, an address is not "host:port" or
-        appears twice, the cluster has jobs other than "chief" and "worker"
-        (parameter servers are ParameterServerStrategy's, which this
-        package's driver does not support), or the task names a job the
-        cluster lacks or an index out of its range.
+        appears twice, the cluster has jobs its strategy does not use ("ps"
+        without parameter_servers, "evaluator"), a parameter-server cluster
+        lacks its chief, workers or ps tasks or has more than one chief, or
+        the task names a job the cluster lacks or an index out of its range.
     """
     source = "TF_CONFIG"
     if tf_config is None:
@@ -144,17 +162,19 @@ def parse_tf_config(tf_config=None):
         raise ValueError(f"{source} needs a 'cluster' object mapping job names to address "
                          f"lists, e.g. {{'worker': ['host1:port', 'host2:port']}}; got "
                          f"{cluster!r}")
-    if "ps" in cluster:
+    if "ps" in cluster and not parameter_servers:
         raise ValueError(
             f"{source} names parameter servers (job 'ps'): that is ParameterServerStrategy's "
-            f"cluster, which tf_sampled.distribute does not support yet. Multi-worker "
-            f"training here is MultiWorkerMirroredStrategy: 'worker' tasks and at most one "
-            f"'chief'.")
-    unknown = sorted(set(cluster) - set(SUPPORTED_JOBS))
+            f"cluster; create it with tf_sampled.distribute.make_parameter_server_strategy() "
+            f"and train with ParameterServerTrainer. MultiWorkerMirroredStrategy "
+            f"(make_strategy, Trainer) uses 'worker' tasks and at most one 'chief'.")
+    jobs = PARAMETER_SERVER_JOBS if parameter_servers else SUPPORTED_JOBS
+    strategy = "ParameterServerStrategy" if parameter_servers else "MultiWorkerMirroredStrategy"
+    unknown = sorted(set(cluster) - set(jobs))
     if unknown:
-        raise ValueError(f"{source} cluster has jobs {unknown}; MultiWorkerMirroredStrategy "
-                         f"training uses only {list(SUPPORTED_JOBS)} (an 'evaluator' is "
-                         f"not part of it: evaluate in the workers with Trainer.evaluate)")
+        raise ValueError(f"{source} cluster has jobs {unknown}; {strategy} training uses only "
+                         f"{list(jobs)} (an 'evaluator' is not part of it: evaluate with "
+                         f"the trainer's evaluate)")
     seen = {}
     parsed = {}
     for job, addresses in cluster.items():
@@ -170,7 +190,15 @@ def parse_tf_config(tf_config=None):
         parsed[job] = tuple(addresses)
     if len(parsed.get("chief", ())) > 1:
         raise ValueError(f"{source} cluster has {len(parsed['chief'])} 'chief' tasks; at most "
-                         f"one (or none: worker 0 then leads)")
+                         f"one{'' if parameter_servers else ' (or none: worker 0 then leads)'}")
+    if parameter_servers:
+        missing = [job for job in PARAMETER_SERVER_JOBS if job not in parsed]
+        if missing:
+            raise ValueError(
+                f"{source} cluster lacks {missing}: ParameterServerStrategy needs one 'chief' "
+                f"(the process that runs the training program and its ClusterCoordinator), "
+                f"one or more 'worker' tasks (they run the steps) and one or more 'ps' tasks "
+                f"(they hold the sharded class table); got jobs {sorted(parsed)}")
     if not isinstance(task, dict):
         raise ValueError(f"{source} needs a 'task' object such as {{'type': 'worker', "
                          f"'index': 0}}, got {task!r}")
@@ -248,7 +276,7 @@ def wait_for_peers(config, timeout_s=DEFAULT_STARTUP_TIMEOUT_S):
                 missing = ", ".join(f"{name} ({address})" for name, address in waiting.items())
                 raise ClusterError(
                     f"{config.task_name} waited {timeout_s:g} s for the cluster of "
-                    f"{config.num_workers} tasks: {missing} did not start. Start every "
+                    f"{len(config.tasks)} tasks: {missing} did not start. Start every "
                     f"task of TF_CONFIG (each with its own task type and index), or raise "
                     f"startup_timeout_s.")
             if waiting:
@@ -365,21 +393,31 @@ def free_ports(count, host="localhost"):
             s.close()
 
 
-def local_cluster(num_workers, host="localhost"):
-    """TF_CONFIG strings of a cluster of `num_workers` processes on this machine.
+def local_cluster(num_workers, host="localhost", *, num_ps=0):
+    """TF_CONFIG strings of a cluster of processes on this machine.
 
     Args:
-      num_workers: workers (positive int); worker 0 leads.
+      num_workers: workers (positive int); without parameter servers worker 0
+        leads.
       host: the address the processes listen on.
+      num_ps: 0 for a MultiWorkerMirroredStrategy cluster; > 0 for a
+        ParameterServerStrategy cluster of a chief (the coordinator),
+        num_workers workers and num_ps "ps" tasks.
 
     Returns:
-      [num_workers] JSON strings, one per process, on free ports.
+      JSON strings, one per process, on free ports: [num_workers], or with
+      parameter servers [1 + num_workers + num_ps] in the order chief,
+      workers, ps.
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
-    workers = [f"{host}:{port}" for port in free_ports(num_workers, host)]
-    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-            for i in range(num_workers)]
+    for name, value, least in (("num_workers", num_workers, 1), ("num_ps", num_ps, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    sizes = {"chief": 1, "worker": num_workers, "ps": num_ps} if num_ps else \
+        {"worker": num_workers}
+    ports = iter(free_ports(sum(sizes.values()), host))
+    cluster = {job: [f"{host}:{next(ports)}" for _ in range(n)] for job, n in sizes.items()}
+    return [json.dumps({"cluster": cluster, "task": {"type": job, "index": i}})
+            for job, n in sizes.items() for i in range(n)]
 
 
 @dataclasses.dataclass
@@ -387,12 +425,14 @@ class WorkerResult:
     """What one process of `run_local_cluster` did.
 
     Attributes:
-      index: worker index.
+      index: the process's position in the cluster (worker index without
+        parameter servers).
       returncode: exit status (negative: killed by that signal; None: still
         running when the cluster was stopped).
       stdout: its standard output.
       stderr: its standard error.
       timed_out: True when the cluster was killed at the time limit.
+      task: its task, e.g. "worker:1".
     """
 
     index: int
@@ -400,6 +440,7 @@ class WorkerResult:
     stdout: str
     stderr: str
     timed_out: bool = False
+    task: str = ""
 
     @property
     def ok(self):
@@ -417,10 +458,13 @@ def _drain(stream, lines, echo):
 
 
 def run_local_cluster(argv, num_workers, *, timeout_s=600.0, env=None, cwd=None,
-                      grace_s=30.0, echo_worker=None):
-    """Runs `argv` as every worker of a local cluster and waits for all of them.
+                      grace_s=30.0, echo_worker=None, num_ps=0):
+    """Runs `argv` as every task of a local cluster and waits for all of them.
 
-    Each process gets its own TF_CONFIG (`local_cluster`). When one exits with
+    Each process gets its own TF_CONFIG (`local_cluster`); with num_ps > 0 the
+    cluster is a parameter-server one (a chief, num_workers workers, num_ps
+    ps tasks: see `make_parameter_server_strategy`, whose worker and ps tasks
+    exit by themselves once the chief is gone). When one exits with
     an error, the others get `grace_s` seconds to fail on their own (their
     collectives time out) and are then killed, so a crashed worker never
     leaves the rest waiting; at `timeout_s` every process left is killed
@@ -429,19 +473,20 @@ def run_local_cluster(argv, num_workers, *, timeout_s=600.0, env=None, cwd=None,
 
     Args:
       argv: the command, e.g. [sys.executable, "train.py", "--steps=100"].
-      num_workers: processes to start.
+      num_workers: worker processes to start.
       timeout_s: limit for the whole cluster, seconds.
       env: base environment (default: this process's); TF_CONFIG is set per
         worker.
       cwd: working directory of the processes.
       grace_s: seconds the others may run on after a worker failed.
-      echo_worker: None, or the index of a worker whose standard output is
+      echo_worker: None, or the index of a process whose standard output is
         printed here as it comes (it is collected as well).
+      num_ps: parameter-server tasks (0: a MultiWorkerMirroredStrategy cluster).
 
     Returns:
-      [num_workers] `WorkerResult`, by worker index.
+      [processes] `WorkerResult`, in `local_cluster`'s order.
     """
-    configs = local_cluster(num_workers)
+    configs = local_cluster(num_workers, num_ps=num_ps)
     base_env = dict(os.environ if env is None else env)
     procs, outputs, readers = [], [], []
     for i, config in enumerate(configs):
@@ -473,7 +518,14 @@ def run_local_cluster(argv, num_workers, *, timeout_s=600.0, env=None, cwd=None,
         for reader in readers:
             reader.join()
     return [WorkerResult(i, proc.returncode, "".join(outputs[i][0]), "".join(outputs[i][1]),
-                         timed_out=timed_out) for i, proc in enumerate(procs)]
+                         timed_out=timed_out,
+                         task=_task_name(configs[i]) if num_ps else "")
+            for i, proc in enumerate(procs)]
+
+
+def _task_name(tf_config):
+    task = json.loads(tf_config)["task"]
+    return f"{task['type']}:{task['index']}"
 
 
 def describe_failure(results, tail=25):
@@ -491,7 +543,7 @@ def describe_failure(results, tail=25):
         stderr = [ln for ln in result.stderr.splitlines()
                   if "oneDNN" not in ln and "cpu_feature_guard" not in ln
                   and "absl::InitializeLog" not in ln]
-        lines.append(f"worker {result.index}: {how}\n  stdout tail: "
+        lines.append(f"{result.task or f'worker {result.index}'}: {how}\n  stdout tail: "
                      f"{result.stdout[-500:]!r}\n  stderr tail:\n    "
                      + "\n    ".join(stderr[-tail:]))
     return "\n".join(lines)

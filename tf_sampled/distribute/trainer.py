@@ -47,8 +47,8 @@ SUPPORTED_STRATEGIES = ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneD
                         "the default strategy")
 _HINTS = {
     "ParameterServerStrategy": "parameter-server training (a class table sharded over 'ps' "
-                               "tasks, steps scheduled by a ClusterCoordinator) is not "
-                               "supported yet",
+                               "tasks, steps scheduled by a ClusterCoordinator) has its own "
+                               "driver: tf_sampled.distribute.ParameterServerTrainer",
     "TPUStrategy": "the sampling ops have no TPU (XLA) kernels",
     "CentralStorageStrategy": "it keeps the variables on one device apart from the replicas; "
                               "use MirroredStrategy on one machine",
