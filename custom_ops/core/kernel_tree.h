@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "custom_ops/core/feature_map.h"
+#include "custom_ops/core/parallel_range.h"
 #include "custom_ops/core/random.h"
 
 namespace tf_sampled {
@@ -65,12 +66,6 @@ void SumInternalNodes(const TreeShape& shape, int64_t num_features,
 bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
                       const float* new_rows, int64_t n, double* deltas,
                       FeatureScratch* scratch, std::vector<double>* features);
-
-// Runs fn(begin, end) over disjoint ranges covering [0, n), possibly in
-// parallel; cost_per_item is a rough count of floating-point operations.
-using ParallelRange = std::function<void(
-    int64_t n, int64_t cost_per_item,
-    const std::function<void(int64_t, int64_t)>& fn)>;
 
 // Applies per-row deltas [n, F] of the distinct ascending classes `ids` to
 // `nodes` [2N, F] in place: each leaf's sum gets its rows' deltas, then every

@@ -84,17 +84,6 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   return absl::OkStatus();
 }
 
-// The op's CPU thread pool as the core's ParallelRange.
-inline ParallelRange OpParallelRange(OpKernelContext* ctx) {
-  return [ctx](int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& fn) {
-    ParallelFor(ctx, n, cost, fn);
-  };
-}
-
-// The sampling ops' `counter` input (after the tree inputs and true_classes),
-// read on the host by SampleStream::CallBlock (CPU and GPU kernels).
-constexpr int kTreeCounterInput = 6;
-
 // Everything the sampling ops read: the tree, the current class table and the
 // queries. Inputs 0..4 are nodes, embeddings, biases (variable handles, read
 // in place under `variables`), omega, inputs.
