@@ -8,6 +8,7 @@
 
 #include "custom_ops/core/feature_map.h"
 #include "custom_ops/core/kernel_tree.h"
+#include "custom_ops/core/tree_limits.h"
 #include "custom_ops/kernels/common.h"
 
 namespace tf_sampled {
@@ -84,6 +85,13 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   return absl::OkStatus();
 }
 
+// The tree's limits (core/tree_limits.h, shared with the CUDA core) as
+// InvalidArgument.
+inline absl::Status CheckTree(const FeatureMapSpec& spec, const TreeShape& shape) {
+  const std::string error = TreeError(spec, shape);
+  return error.empty() ? absl::OkStatus() : errors::InvalidArgument(error);
+}
+
 // Everything the sampling ops read: the tree, the current class table and the
 // queries. Inputs 0..4 are nodes, embeddings, biases (variable handles, read
 // in place under `variables`), omega, inputs.
@@ -149,6 +157,7 @@ struct TreeInputs {
                                 has_biases, &spec, values_on_host));
     shape.num_classes = num_classes;
     shape.leaf_size = attrs.leaf_size;
+    TF_RETURN_IF_ERROR(CheckTree(spec, shape));
     const int64_t num_features = spec.NumFeatures();
     if (nodes_t.dim_size(0) != shape.NumNodeRows() ||
         nodes_t.dim_size(1) != num_features) {

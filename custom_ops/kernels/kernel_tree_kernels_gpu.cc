@@ -82,6 +82,7 @@ class KernelTreeBuildGpuOp : public OpKernel {
     TreeShape shape;
     shape.num_classes = rows.dim_size(0);
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
     Tensor* nodes = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             0, TensorShape({shape.NumNodeRows(), spec.NumFeatures()}),
@@ -128,8 +129,9 @@ class KernelTreeUpdateGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1), has_bias_,
                                  &spec, /*values_on_host=*/false));
     TreeShape shape;
-    shape.num_classes = num_classes_t.scalar<int64_t>()();  // range-checked by the core
+    shape.num_classes = num_classes_t.scalar<int64_t>()();
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
     Tensor buffer;
     gpu::Workspace workspace;
     OP_REQUIRES_OK(ctx, AllocateWorkspace(ctx, gpu::UpdateWorkspaceBytes(spec, shape, n),
