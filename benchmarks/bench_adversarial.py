@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_sampled as tfs
-from benchmarks.bench_kernel_sampler import bench
+from benchmarks.timing import bench
 
 DIM, K = 64, 16
 

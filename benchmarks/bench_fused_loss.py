@@ -38,9 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 import tf_sampled as tfs
-from benchmarks.bench_kernel_sampler import (apply_sgd, bench, fmt_c, fmt_ms, fmt_ratio,
-                                             make_batch, make_table, mem_available_gb,
-                                             mean_distinct_leaves, parse_int_list)
+from benchmarks.timing import bench, fmt_c, fmt_ms, fmt_ratio, mem_available_gb, parse_int_list
+from benchmarks.training_steps import apply_sgd, make_batch, make_table, mean_distinct_leaves
 
 TARGETS = {16: 2.0, 64: 4.0}  # (g) / (a) at most
 

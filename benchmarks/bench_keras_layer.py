@@ -34,7 +34,8 @@ import keras
 import tensorflow as tf
 
 import tf_sampled as tfs
-from benchmarks import bench_kernel_sampler as bks
+from benchmarks import timing
+from benchmarks.training_steps import build_functions, make_batch, make_table
 
 
 def parse_args(argv=None):
@@ -90,7 +91,7 @@ def optimizer_part(args, log):
 
     fns = {name: make_step(optimizer) for name, optimizer in optimizers.items()}
     log(f"optimizer step, table [{num_classes:,}, {dim}], {rows:,} gathered rows")
-    medians, reps = bks.bench(fns, args, log=log)
+    medians, reps = timing.bench(fns, args, log=log)
     return {"num_classes": num_classes, "dim": dim, "rows": rows, "ms": medians, "reps": reps}
 
 
@@ -132,22 +133,22 @@ def _dense_model(num_classes, dim):
 
 def fit_part(args, log):
     num_classes, dim, batch, s = args.num_classes, args.dim, args.batch, args.num_sampled
-    h, labels = bks.make_batch(num_classes, dim, batch, seed=1)
+    h, labels = make_batch(num_classes, dim, batch, seed=1)
     data = tf.data.Dataset.from_tensors((h, labels)).repeat()
     models = {"layer (LazyAdam, refresh touched)": _layer_model(num_classes, dim, s, True),
               "layer (LazyAdam, no refresh)": _layer_model(num_classes, dim, s, False)}
     # The bare step of the kernel-sampler benchmark on its own table.
-    w, b = bks.make_table(num_classes, dim, seed=0)
+    w, b = make_table(num_classes, dim, seed=0)
     sampler = tfs.samplers.KernelSampler(
         w, feature_map=tfs.features.PositiveRandom(128, seed=0), biases=b)
-    steps, _, _, _, _ = bks.build_functions(w, b, sampler, h, labels, num_classes, s, False)
+    steps, _, _, _, _ = build_functions(w, b, sampler, h, labels, num_classes, s, False)
     bare = {"bare op + loss + SGD": steps["c"], "bare op + loss + SGD + refresh": steps["c+"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dense = _dense_model(num_classes, dim)
     times = {name: [] for name in [*models, *bare, "Dense softmax + Adam"]}
     for name, fn in bare.items():
-        bks._block(fn())  # pylint: disable=protected-access
+        timing.block(fn())
     for round_ in range(args.rounds + 1):  # round 0 traces
         for name, model in models.items():
             timer = _BatchTimer()
@@ -157,7 +158,7 @@ def fit_part(args, log):
         for name, fn in bare.items():
             for _ in range(args.steps):
                 if round_:
-                    times[name].append(bks._timed(fn))  # pylint: disable=protected-access
+                    times[name].append(timing.timed(fn))
         timer = _BatchTimer()
         dense.fit(data, steps_per_epoch=args.dense_steps, epochs=1, verbose=0,
                   callbacks=[timer])
@@ -191,7 +192,7 @@ def _peak_rss_gb():
 def eval_worker(kind, args):
     num_classes, dim, batch = args.num_classes, args.dim, args.batch
     n = batch * args.eval_batches
-    h, _ = bks.make_batch(num_classes, dim, n, seed=1)
+    h, _ = make_batch(num_classes, dim, n, seed=1)
     labels = tf.random.stateless_uniform([n], [0, 6], 0, num_classes, tf.int64)
     if kind == "chunked":
         inputs = keras.Input([dim])

@@ -43,27 +43,23 @@ Run from the repository root:
 """
 import argparse
 import datetime
+import functools
 import gc
 import json
-import math
 import os
 import platform
-import resource
 import statistics
 import time
-from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
 import tf_sampled as tfs
+from benchmarks.timing import (bench, block, fmt_bytes, fmt_c, fmt_ms, fmt_ratio,
+                               mem_available_gb, parse_int_list, peak_rss_gb, time_once)
+from benchmarks.training_steps import build_functions, make_batch, make_table, mean_distinct_leaves
 
 TARGETS_AT = 1_000_000
-LEARNING_RATE = 0.05
-
-
-def parse_int_list(text):
-    return [int(float(x)) for x in text.split(",") if x.strip()]
 
 
 def parse_args(argv=None):
@@ -108,240 +104,6 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------
-# Timing.
-
-
-def _block(result):
-    """Fetches every output to the host (forces completion)."""
-    for t in tf.nest.flatten(result):
-        if hasattr(t, "numpy"):
-            t.numpy()
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    _block(fn())
-    return time.perf_counter() - start
-
-
-def bench(fns, args, log=print):
-    """Median ms of each zero-argument function; interleaved rounds.
-
-    Returns ({name: median ms}, {name: repetitions}).
-    """
-    for name, fn in fns.items():  # warm-up (traces)
-        t0 = time.perf_counter()
-        _block(fn())
-        log(f"    warm-up {name}: {time.perf_counter() - t0:.2f} s")
-    times = {name: [] for name in fns}
-    reps = {}
-    for name, fn in fns.items():  # first timed round sets each repetition count
-        times[name].append(_timed(fn))
-        reps[name] = max(args.min_reps,
-                         min(args.reps, int(args.budget_s / max(times[name][0], 1e-6))))
-    for _ in range(1, max(reps.values())):
-        for name, fn in fns.items():
-            if len(times[name]) < reps[name]:
-                times[name].append(_timed(fn))
-    return ({name: 1e3 * statistics.median(ts) for name, ts in times.items()},
-            {name: len(ts) for name, ts in times.items()})
-
-
-def time_once(fn):
-    """Seconds of one call (for work too slow to repeat)."""
-    return _timed(fn)
-
-
-# ----------------------------------------------------------------------------
-# Helpers.
-
-
-def mem_available_gb():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def make_table(num_classes, dim, seed):
-    """W ~ N(0, 0.1^2) [C, d] and b = 0 [C] as variables.
-
-    Built from one dense tensor: a sliced assign would already switch W to
-    copy-on-read mode (see the module docstring).
-    """
-    w = tf.Variable(tf.random.stateless_normal([num_classes, dim], seed=[seed, 0],
-                                               stddev=0.1), name="W")
-    b = tf.Variable(tf.zeros([num_classes]), name="b")
-    return w, b
-
-
-def make_batch(num_classes, dim, batch, seed):
-    """h with logit std ~1 against W ~ N(0, 0.01): h ~ N(0, 1 / (0.01 d))."""
-    h = tf.random.stateless_normal([batch, dim], seed=[seed, 1]) / math.sqrt(0.01 * dim)
-    labels = tf.random.stateless_uniform([batch], seed=[seed, 2], minval=0,
-                                         maxval=num_classes, dtype=tf.int64)
-    return h, labels
-
-
-def mean_distinct_leaves(ids, leaf_size):
-    leaves = np.asarray(ids) // leaf_size
-    return float(np.mean([len(np.unique(row)) for row in leaves]))
-
-
-def fmt_ms(x):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def fmt_c(c):
-    for unit, div in (("M", 1_000_000), ("k", 1_000)):
-        if c >= div and c % div == 0:
-            return f"{c // div}{unit}"
-    return str(c)
-
-
-def fmt_bytes(n):
-    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}" if n < 10 * div else f"{n / div:.1f} {unit}"
-    return f"{n} B"
-
-
-# ----------------------------------------------------------------------------
-# The step functions.
-
-
-def apply_sgd(variables, grads, use_op=False):
-    """Plain SGD: sparse gradients by `scatter_sub` (what Keras' SGD runs) or,
-    with use_op, by tf_sampled's multi-threaded `SparseApplySgd` op."""
-    for var, grad in zip(variables, grads):
-        if use_op and isinstance(grad, tf.IndexedSlices):
-            assert tfs.optimizers.sparse_apply.sgd(var, grad, LEARNING_RATE)
-        elif isinstance(grad, tf.IndexedSlices):
-            var.scatter_sub(tf.IndexedSlices(LEARNING_RATE * grad.values, grad.indices,
-                                             grad.dense_shape))
-        else:
-            var.assign_sub(LEARNING_RATE * grad)
-
-
-def build_functions(w, b, sampler, h, labels, num_classes, num_sampled, with_full):
-    labels2 = labels[:, None]
-    variables = (w, b)
-
-    def tf_step(sampled_values):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.nn.sampled_softmax_loss(
-                weights=w, biases=b, labels=labels2, inputs=h, num_sampled=num_sampled,
-                num_classes=num_classes, sampled_values=sampled_values))
-        grads = tape.gradient(loss, variables)
-        apply_sgd(variables, grads)
-        return loss
-
-    def tfs_step(cands):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tfs.nn.sampled_softmax_loss(w, b, labels2, h, cands))
-        grads = tape.gradient(loss, variables)
-        apply_sgd(variables, grads)
-        return loss
-
-    def step_ids(cands):
-        return tf.concat([labels, tf.reshape(cands.ids, [-1])], 0)
-
-    @tf.function
-    def step_a():
-        return tf_step(tf.random.log_uniform_candidate_sampler(
-            labels2, 1, num_sampled, True, num_classes))
-
-    @tf.function
-    def step_b():
-        # What tfs.random.kernel_candidate_sampler (lsh_candidate_sampler)
-        # calls, so the LSH benchmark shares these steps.
-        return tf_step(sampler.candidate_sampler(
-            labels2, 1, num_sampled, True, num_classes, inputs=h))
-
-    @tf.function
-    def step_c():
-        return tfs_step(sampler.sample(h, num_sampled, true_classes=labels2))
-
-    @tf.function
-    def step_c0():
-        ids = tf.random.uniform([h.shape[0], num_sampled], 0, num_classes, tf.int64)
-        log_q = tf.fill(tf.shape(ids), -math.log(num_classes))
-        true_log_q = tf.fill([h.shape[0], 1], -math.log(num_classes))
-        return tfs_step(tfs.samplers.SampledCandidates(ids, log_q, true_log_q))
-
-    @tf.function
-    def step_c_refresh():
-        cands = sampler.sample(h, num_sampled, true_classes=labels2)
-        loss = tfs_step(cands)
-        sampler.refresh(step_ids(cands))
-        return loss
-
-    @tf.function
-    def step_d():
-        with tf.GradientTape() as tape:
-            logits = tf.matmul(h, w, transpose_b=True) + b
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=logits))
-        apply_sgd(variables, tape.gradient(loss, variables))
-        return loss
-
-    @tf.function
-    def sample_pe():
-        return sampler.sample(h, num_sampled, true_classes=labels2).ids
-
-    @tf.function
-    def sample_shared():
-        return tfs.random.kernel_candidate_sampler(
-            labels2, 1, num_sampled, True, num_classes, inputs=h, sampler=sampler)[0]
-
-    @tf.function
-    def sample_logu():
-        return tf.random.log_uniform_candidate_sampler(
-            labels2, 1, num_sampled, True, num_classes)[0]
-
-    @tf.function
-    def read_w():
-        return tf.reduce_sum(tf.convert_to_tensor(w)[:1])
-
-    @tf.function
-    def refresh_ids(ids):
-        sampler.refresh(ids)
-        return tf.constant(0)
-
-    @tf.function
-    def refresh_ids_by_deltas(ids):
-        # The path mirrored and GPU variables take (node deltas + scatter-add),
-        # forced while tracing, for the side-by-side comparison.
-        with mock.patch.object(tfs.samplers.kernel._variables, "in_place_variables",
-                               return_value=None):
-            sampler.refresh(ids)
-        return tf.constant(0)
-
-    @tf.function
-    def refresh_full():
-        sampler.refresh()
-        return tf.constant(0)
-
-    steps = {"a": step_a, "b": step_b, "c": step_c, "c0": step_c0, "c+": step_c_refresh}
-    if with_full:
-        steps["d"] = step_d
-    extras = {"sample": sample_pe, "shared": sample_shared, "logu": sample_logu,
-              "readW": read_w}
-    return steps, extras, (refresh_ids, refresh_ids_by_deltas), refresh_full, step_ids
-
-
-# ----------------------------------------------------------------------------
 # One C.
 
 
@@ -361,7 +123,7 @@ def run_one(num_classes, args, log):
     t0 = time.perf_counter()
     sampler = tfs.samplers.KernelSampler(w, feature_map=feature_map,
                                          leaf_size=args.leaf_size, biases=b)
-    _block(sampler.nodes)
+    block(sampler.nodes)
     row["build_s"] = time.perf_counter() - t0
     mem = sampler.memory_bytes()
     row.update(nodes_bytes=mem["nodes"], rows_bytes=mem["rows"], table_bytes=table_bytes,
@@ -399,8 +161,8 @@ def run_one(num_classes, args, log):
     row["refresh_ids_unique"] = int(tf.size(tf.unique(ids)[0]))
     fns = dict(steps)
     fns.update(extras)
-    fns["upd"] = lambda: refresh_ids[0](ids)
-    fns["upd_deltas"] = lambda: refresh_ids[1](ids)
+    fns["upd"] = functools.partial(refresh_ids[0], ids)
+    fns["upd_deltas"] = functools.partial(refresh_ids[1], ids)
     medians, reps = bench(fns, args, log=log)
     row.update(medians)
     row["reps"] = reps
@@ -422,7 +184,7 @@ def run_sweep(args, log):
         sampler = tfs.samplers.KernelSampler(
             w, feature_map=tfs.features.PositiveRandom(num_features=args.num_features, seed=0),
             leaf_size=leaf_size, biases=b)
-        _block(sampler.nodes)
+        block(sampler.nodes)
         build_s = time.perf_counter() - t0
 
         @tf.function
@@ -450,10 +212,6 @@ def ratio(row, num, den):
     if num not in row or den not in row:
         return None
     return row[num] / row[den]
-
-
-def fmt_ratio(x):
-    return "-" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.2f}" if x < 10 else f"{x:.1f}")
 
 
 def report(rows, sweep, args):

@@ -21,7 +21,7 @@ tables at fixed K, L and bucket size for every C. Prints, from one process:
    (c+) (c) plus refresh(ids) of the rows the step touched.
 
 Every timed function is a tf.function, warmed up, then timed in interleaved
-rounds (bench_kernel_sampler.bench); medians are reported.
+rounds (benchmarks.timing.bench); medians are reported.
 
 Run from the repository root:
   python -m benchmarks.bench_lsh_sampler                      # C = 100k, 1M, 10M
@@ -40,9 +40,9 @@ import time
 import tensorflow as tf
 
 import tf_sampled as tfs
-from benchmarks.bench_kernel_sampler import (
-    _block, bench, build_functions, fmt_bytes, fmt_c, fmt_ms, fmt_ratio, make_batch,
-    make_table, mem_available_gb, parse_int_list, peak_rss_gb, time_once)
+from benchmarks.timing import (bench, block, fmt_bytes, fmt_c, fmt_ms, fmt_ratio,
+                               mem_available_gb, parse_int_list, peak_rss_gb, time_once)
+from benchmarks.training_steps import build_functions, make_batch, make_table
 
 
 def parse_args(argv=None):
@@ -108,7 +108,7 @@ def run_one(num_classes, args, log):
     h, labels = make_batch(num_classes, d, args.batch, seed=1)
     t0 = time.perf_counter()
     sampler = make_sampler(w, args)
-    _block(sampler.codes)
+    block(sampler.codes)
     row["build_s"] = time.perf_counter() - t0
     mem = sampler.memory_bytes()
     row.update(buckets_bytes=mem["buckets"], codes_bytes=mem["codes"],

@@ -1,4 +1,4 @@
-"""Brute-force oracles for the kernel-tree sampler, in NumPy float64."""
+"""Brute-force oracles of the samplers' exact proposals, in NumPy float64."""
 import numpy as np
 import tensorflow as tf
 
@@ -62,3 +62,35 @@ def kernel_log_prob(sampler, inputs, classes=None, query_features=None, query_ro
     if classes is not None:
         out = np.take_along_axis(out, np.asarray(classes), 1)
     return out
+
+
+def adversarial_log_prob(sampler, x):
+    """log p_n(c | x) [batch, C] of an AdversarialSampler, walking each leaf's path."""
+    state = sampler.get_state()
+    xt = (x.astype(np.float64) - state["mean"]) @ state["projection"].astype(np.float64)
+    params = state["params"].astype(np.float64)
+    num_classes = params.shape[0]
+    out = np.zeros((len(x), num_classes))
+    for c in range(num_classes):
+        node = num_classes + state["leaf_of_class"][c]
+        while node > 1:
+            z = xt @ params[node // 2, :-1] + params[node // 2, -1]
+            out[:, c] += -np.logaddexp(0, -z if node % 2 else z)
+            node //= 2
+    return out
+
+
+def builtin_probabilities(name, num_classes, counts=None, distortion=1.0):
+    """q [C] of a built-in sampler from TensorFlow's own op (expected counts / S).
+
+    name: "uniform", "log_uniform", "unigram" (with `counts` and `distortion`)
+    or "learned_unigram" (its initial, uniform state).
+    """
+    all_ids = np.arange(num_classes, dtype=np.int64)[None, :]
+    fns = {"uniform": tf.random.uniform_candidate_sampler,
+           "log_uniform": tf.random.log_uniform_candidate_sampler,
+           "unigram": lambda *a, **k: tf.random.fixed_unigram_candidate_sampler(
+               *a, distortion=distortion, unigrams=np.asarray(counts).tolist(), **k),
+           "learned_unigram": tf.random.learned_unigram_candidate_sampler}
+    _, true_count, _ = fns[name](all_ids, num_classes, 1, False, num_classes, seed=1)
+    return true_count.numpy()[0]

@@ -26,17 +26,14 @@ def assert_nodes_close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9 * scale.max() + 1e-12)
 
 
-@pytest.fixture(params=["in_place", "node_deltas"])
-def refresh_path(request, monkeypatch):
+@pytest.fixture(params=[True, False], ids=["in_place", "node_deltas"])
+def in_place(request):
     """refresh(ids) through the in-place op, or through the node-delta op and
     scatter-add that mirrored and GPU variables take."""
-    if request.param == "node_deltas":
-        monkeypatch.setattr(tfs.samplers.kernel._variables, "in_place_variables",
-                            lambda values: None)
     return request.param
 
 
-def test_refresh_ids_equals_full_rebuild(refresh_path):
+def test_refresh_ids_equals_full_rebuild(in_place):
     for fmap in (tfs.features.PositiveRandom(32, seed=1), tfs.features.RandomFourier(16, seed=2),
                  tfs.features.Quadratic(alpha=5.0), tfs.features.GaussianMoments()):
         sampler = make(fmap)
@@ -46,19 +43,19 @@ def test_refresh_ids_equals_full_rebuild(refresh_path):
             rng.normal(size=(len(ids), DIM)).astype(np.float32), ids))
         sampler.biases.scatter_update(tf.IndexedSlices(
             rng.normal(size=(len(ids),)).astype(np.float32), ids))
-        sampler.refresh(ids)
+        sampler.refresh(ids, in_place=in_place)
         assert_nodes_close(sampler.nodes.numpy(), rebuilt_nodes(sampler))
         np.testing.assert_array_equal(sampler.rows.numpy()[:, :DIM], sampler.embeddings.numpy())
 
 
-def test_ten_thousand_incremental_updates_do_not_drift(refresh_path):
+def test_ten_thousand_incremental_updates_do_not_drift(in_place):
     sampler = make(tfs.features.PositiveRandom(32, seed=4))
     rng = np.random.RandomState(5)
 
     @tf.function
     def step(ids, values):
         sampler.embeddings.scatter_update(tf.IndexedSlices(values, ids))
-        sampler.refresh(ids)
+        sampler.refresh(ids, in_place=in_place)
 
     for _ in range(100):  # 100 x 100 = 10k row updates
         ids = rng.choice(NUM_CLASSES, 100, replace=False)

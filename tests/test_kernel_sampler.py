@@ -1,28 +1,18 @@
-"""KernelSampler against the brute-force proposal: exact log q and frequencies."""
+"""KernelSampler against the brute-force proposal: the normalised distribution,
+the batch-shared proposal, leaf sizes, gradients and memory.
+
+The contract every sampler keeps (frequencies, log q of the draws, eager and
+graph calls, seeds, checkpoints, in-place reads) is in test_sampler_contract.py.
+"""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
 from oracles import kernel_log_prob
+from sampler_cases import KERNEL_CLASSES as NUM_CLASSES, KERNEL_MAPS as MAPS
+from sampler_cases import kernel_queries as queries, kernel_sampler as make_sampler
 from stats import P_THRESHOLD, chi_square_p_value
-
-NUM_CLASSES, DIM = 1000, 8
-
-
-def make_sampler(fmap, biases=True, leaf_size=16, seed=0):
-    rng = np.random.RandomState(seed)
-    W = tf.Variable(rng.normal(size=(NUM_CLASSES, DIM)).astype(np.float32) * 0.5)
-    b = tf.Variable(-np.log1p(np.arange(NUM_CLASSES)).astype(np.float32) * 0.5) if biases else None
-    return tfs.samplers.KernelSampler(W, feature_map=fmap, leaf_size=leaf_size, biases=b)
-
-
-MAPS = {
-    "quadratic": lambda: tfs.features.Quadratic(alpha=2.0),
-    "fourier": lambda: tfs.features.RandomFourier(num_features=64, temperature=2.0, seed=3),
-    "positive": lambda: tfs.features.PositiveRandom(num_features=64, seed=4),
-    "moments": lambda: tfs.features.GaussianMoments(temperature=0.7),
-}
 
 
 @pytest.fixture(params=[(name, biases) for name in MAPS for biases in (True, False)],
@@ -30,10 +20,6 @@ MAPS = {
 def sampler(request):
     name, biases = request.param
     return make_sampler(MAPS[name](), biases=biases)
-
-
-def queries(batch=3, seed=1):
-    return np.random.RandomState(seed).normal(size=(batch, DIM)).astype(np.float32)
 
 
 def assert_log_close(actual, expected):
@@ -46,28 +32,6 @@ def test_distribution_is_normalised(sampler):
     np.testing.assert_allclose(np.exp(ref).sum(1), 1.0, rtol=1e-9)
     all_ids = np.tile(np.arange(NUM_CLASSES), (3, 1))
     assert_log_close(sampler.log_prob(queries(), all_ids).numpy(), ref)
-
-
-def test_sample_log_q_matches_brute_force(sampler):
-    h = queries()
-    truth = np.array([[0, 5], [999, 17], [3, 3]])
-    cands = sampler.sample(h, 50, true_classes=truth, seed=11)
-    ref = kernel_log_prob(sampler, h)
-    ids = cands.ids.numpy()
-    assert ids.shape == (3, 50) and ids.min() >= 0 and ids.max() < NUM_CLASSES
-    assert_log_close(cands.log_q.numpy(), np.take_along_axis(ref, ids, 1))
-    assert_log_close(cands.true_log_q.numpy(), np.take_along_axis(ref, truth, 1))
-    assert_log_close(sampler.log_prob(h, ids).numpy(), np.take_along_axis(ref, ids, 1))
-
-
-def test_per_example_frequencies_pass_chi_square(sampler):
-    h = queries(batch=2, seed=7)
-    draws = 100_000  # per query: 200k in all
-    ids = sampler.sample(h, draws, seed=21).ids.numpy()
-    ref = np.exp(kernel_log_prob(sampler, h))
-    for b in range(2):
-        counts = np.bincount(ids[b], minlength=NUM_CLASSES)
-        assert chi_square_p_value(counts, ref[b]) > P_THRESHOLD
 
 
 def mixture_query(sampler, h):
@@ -175,42 +139,6 @@ def test_single_leaf_is_the_exact_softmax():
     assert_log_close(sampler.log_prob(h, all_ids).numpy(), log_softmax)
 
 
-def test_eager_and_tf_function_give_the_same_samples():
-    sampler = make_sampler(MAPS["positive"]())
-    h = queries()
-
-    @tf.function
-    def graph_sample():
-        return sampler.sample(h, 30, seed=123)
-
-    graph = graph_sample()
-    sampler.stream.counter.assign(0)  # the same call of the stream again
-    eager = sampler.sample(h, 30, seed=123)
-    np.testing.assert_array_equal(graph.ids.numpy(), eager.ids.numpy())
-    np.testing.assert_array_equal(graph.log_q.numpy(), eager.log_q.numpy())
-
-
-def test_same_seed_same_samples_and_calls_advance():
-    sampler = make_sampler(MAPS["positive"]())
-    h = queries()
-
-    def run():
-        @tf.function
-        def two_calls():
-            return sampler.sample(h, 30, seed=77).ids, sampler.sample(h, 30, seed=78).ids
-        return [t.numpy() for t in two_calls()]
-
-    first = run()
-    sampler.stream.counter.assign(0)  # a restored stream position
-    second = run()
-    np.testing.assert_array_equal(first[0], second[0])
-    np.testing.assert_array_equal(first[1], second[1])
-    assert not np.array_equal(first[0], first[1])  # another seed, another stream
-    # Calls advance the counter, hence the samples (even in a new function).
-    assert int(sampler.stream.counter.numpy()) == 2
-    assert not np.array_equal(run()[0], first[0])
-
-
 def test_sampling_has_no_gradient_and_loss_gradient_is_sparse():
     sampler = make_sampler(MAPS["positive"]())
     h = tf.constant(queries())
@@ -227,17 +155,6 @@ def test_sampling_has_no_gradient_and_loss_gradient_is_sparse():
     assert np.all(np.isfinite(grads[2].numpy()))
 
 
-def test_state_checkpoints_and_restores(tmp_path):
-    sampler = make_sampler(MAPS["positive"]())
-    path = tf.train.Checkpoint(sampler=sampler).save(str(tmp_path / "ckpt"))
-    saved_nodes = sampler.nodes.numpy().copy()
-    sampler.embeddings.assign(sampler.embeddings * 2.0)
-    sampler.refresh()
-    assert not np.allclose(sampler.nodes.numpy(), saved_nodes)
-    tf.train.Checkpoint(sampler=sampler).restore(path).assert_existing_objects_matched()
-    np.testing.assert_array_equal(sampler.nodes.numpy(), saved_nodes)
-
-
 def test_memory_is_small_at_default_leaf_size():
     W = tf.Variable(tf.zeros([10_000, 128]))
     sampler = tfs.samplers.KernelSampler(W, feature_map=tfs.features.PositiveRandom(128, seed=0),
@@ -246,17 +163,20 @@ def test_memory_is_small_at_default_leaf_size():
     assert sampler.memory_bytes()["nodes"] <= table_bytes / 2
 
 
-def test_keras_variables_and_constant_tables_are_read_in_place_or_copied_once():
-    import keras
-    table = np.random.RandomState(3).normal(size=(NUM_CLASSES, DIM)).astype(np.float32)
-    h = queries()
-    fmap = MAPS["positive"]()
-    keras_table = keras.Variable(table)
-    from_keras = tfs.samplers.KernelSampler(keras_table, feature_map=fmap, leaf_size=16)
-    from_constant = tfs.samplers.KernelSampler(tf.constant(table), feature_map=fmap, leaf_size=16)
-    ids = np.tile(np.arange(NUM_CLASSES), (3, 1))
-    np.testing.assert_allclose(from_keras.log_prob(h, ids).numpy(),
-                               from_constant.log_prob(h, ids).numpy(), rtol=1e-6)
-    keras_table.assign(table * 2.0)  # read in place: the in-leaf kernels follow
-    assert not np.allclose(from_keras.log_prob(h, ids).numpy(),
-                           from_constant.log_prob(h, ids).numpy(), rtol=1e-3)
+def test_refresh_ids_by_node_deltas_equals_the_in_place_update():
+    """refresh(ids, in_place=False): the node-delta path (of mirrored and GPU
+    variables) on plain CPU variables, with the in-place op's result."""
+    ids = np.array([0, 5, 5, 999, 500, 17])  # duplicates on purpose
+    rows = np.random.RandomState(2).normal(size=(len(ids), 8)).astype(np.float32)
+    samplers = {}
+    for in_place in (True, False):
+        sampler = make_sampler(MAPS["positive"]())
+        sampler.embeddings.scatter_update(tf.IndexedSlices(rows, ids))
+        refresh = tf.function(lambda: sampler.refresh(ids, in_place=in_place))
+        op_types = {op.type for op in refresh.get_concrete_function().graph.get_operations()}
+        assert ("TfSampled>KernelTreeRefreshRows" in op_types) == in_place, op_types
+        refresh()
+        samplers[in_place] = sampler
+    np.testing.assert_array_equal(samplers[False].rows.numpy(), samplers[True].rows.numpy())
+    np.testing.assert_allclose(samplers[False].nodes.numpy(), samplers[True].nodes.numpy(),
+                               rtol=1e-12, atol=1e-12)

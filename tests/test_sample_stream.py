@@ -1,9 +1,9 @@
-"""Reproducible sample streams: draws are a function of (seed, counter).
+"""Reproducible sample streams in training: a model restored from a .keras
+file or a checkpoint continues training with exactly the negatives and
+weights of the uninterrupted run, and mirrored replicas keep identical streams.
 
-Same seed and counter give the same samples (in another sampler, eagerly or
-in a tf.function), different counters give different ones, and a model
-restored from a .keras file or a checkpoint continues training with exactly
-the negatives and weights of the uninterrupted run.
+The samplers' own stream contract (same seed and counter, same samples,
+eagerly or in a tf.function; checkpoints) is in test_sampler_contract.py.
 """
 import keras
 import numpy as np
@@ -13,6 +13,7 @@ import tensorflow as tf
 import test_layer_distributed
 import tf_sampled as tfs
 from layer_models import build, task
+from sampler_cases import adversarial_sampler
 
 C, BATCH, N, M = 200, 64, 3, 3
 COUNTS = [float(c) for c in np.random.RandomState(0).randint(1, 50, size=C)]
@@ -55,21 +56,12 @@ def record_negatives(model):
     return log
 
 
-def adversarial_sampler(dim, seed=0):
-    """An AdversarialSampler over C classes with random node regressions."""
-    rng = np.random.default_rng(seed)
-    leaf_of_class = rng.permutation(C)
-    return tfs.samplers.AdversarialSampler(rng.normal(size=dim), rng.normal(size=(dim, 3)),
-                                           rng.normal(size=(C, 4)), leaf_of_class,
-                                           np.argsort(leaf_of_class))
-
-
 def make(kind, directory, init_seed=0):
     args = dict(LAYER_SAMPLERS[kind])
     if args["sampler"] == "adversarial":
         path = directory / "aux.npz"
         if not path.exists():
-            adversarial_sampler(16).save(str(path))  # the head's inputs: Dense(16)
+            adversarial_sampler(C, dim=16).save(str(path))  # the head's inputs: Dense(16)
         args["sampler_options"] = {"path": str(path)}
     model = build(C, num_sampled=8, init_seed=init_seed, **args)
     model.compile(tfs.optimizers.LazyAdam(0.02))
@@ -121,79 +113,6 @@ def test_restored_model_continues_with_identical_samples(kind, tmp_path):
         assert_same(log, uninterrupted[N:])
     assert_same(state(loaded), state(model))
     assert_same(state(restored), state(model))
-
-
-def kernel_sampler(table):
-    return tfs.samplers.KernelSampler(table, tfs.features.PositiveRandom(16, seed=0),
-                                      leaf_size=8)
-
-
-def lsh_sampler(table):
-    return tfs.samplers.LSHSampler(table, num_tables=4, bucket_size=8, seed=1)
-
-
-SAMPLERS = {
-    "kernel": kernel_sampler,
-    "lsh": lsh_sampler,
-    "uniform": lambda table: tfs.samplers.Uniform(C),
-    "log_uniform": lambda table: tfs.samplers.LogUniform(C),
-    "unigram": lambda table: tfs.samplers.Unigram(COUNTS),
-    "learned_unigram": lambda table: tfs.samplers.LearnedUnigram(C),
-    "adversarial": lambda table: adversarial_sampler(table.shape[1]),
-}
-TABLE = np.random.default_rng(0).standard_normal((C, 8)).astype(np.float32)
-H = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
-LABELS = np.array([[1], [5], [9], [13]], np.int64)
-
-
-def draw(sampler, shared, seed=3):
-    """Negatives of one call: [4, 6] per example, or [6] shared (unique)."""
-    if shared:
-        return sampler.candidate_sampler(LABELS, 1, 6, True, C, seed=seed, inputs=H)[0]
-    return sampler.sample(H, 6, true_classes=LABELS, seed=seed).ids
-
-
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("kind", SAMPLERS)
-def test_same_seed_and_counter_draw_the_same(kind, shared):
-    make_sampler = SAMPLERS[kind]
-    one, two = make_sampler(tf.Variable(TABLE)), make_sampler(tf.Variable(TABLE))
-    first = draw(one, shared).numpy()
-    second = draw(one, shared).numpy()  # counter 1
-    assert not np.array_equal(first, second)
-    # Another sampler at the same counters, in a tf.function.
-    graph_draw = tf.function(lambda: draw(two, shared))
-    np.testing.assert_array_equal(graph_draw().numpy(), first)
-    np.testing.assert_array_equal(graph_draw().numpy(), second)
-    assert int(two.stream.counter.numpy()) == 2
-    # A counter set by hand (a restored position) draws that call's samples.
-    one.stream.counter.assign(7)
-    two.stream.counter.assign(7)
-    np.testing.assert_array_equal(draw(one, shared).numpy(), graph_draw().numpy())
-    # Another seed draws other samples at the same counter.
-    one.stream.counter.assign(0)
-    assert not np.array_equal(draw(one, shared, seed=4).numpy(), first)
-
-
-@pytest.mark.parametrize("kind", ["kernel", "uniform"])
-def test_calls_in_one_function_take_consecutive_counters(kind):
-    one, two = (SAMPLERS[kind](tf.Variable(TABLE)) for _ in range(2))
-    eager = [draw(one, False).numpy() for _ in range(3)]
-    graph = tf.function(lambda: [draw(two, False) for _ in range(3)])()
-    for left, right in zip(eager, graph):
-        np.testing.assert_array_equal(left, right.numpy())
-    assert int(two.stream.counter.numpy()) == 3
-
-
-def test_unseeded_samplers_draw_their_own_saved_stream(tmp_path):
-    table = tf.Variable(TABLE)
-    one, two = kernel_sampler(table), kernel_sampler(table)
-    assert one.stream.offset.numpy() != two.stream.offset.numpy()
-    path = tf.train.Checkpoint(s=one).save(tmp_path / "c")
-    first, other = draw(one, False, seed=None), draw(two, False, seed=None)
-    assert not np.array_equal(first.numpy(), other.numpy())
-    tf.train.Checkpoint(s=two).restore(path).assert_consumed()
-    np.testing.assert_array_equal(draw(two, False, seed=None).numpy(), first.numpy())
 
 
 MIRRORED = test_layer_distributed.PRELUDE + """

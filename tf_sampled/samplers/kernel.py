@@ -190,7 +190,7 @@ class KernelSampler(base.Sampler):
     def refreshes_ids(self):
         return self.rows is not None
 
-    def refresh(self, ids=None):
+    def refresh(self, ids=None, in_place=True):
         """Updates the tree to the current embeddings (and biases).
 
         Args:
@@ -200,6 +200,8 @@ class KernelSampler(base.Sampler):
             O(len(ids) * F * (dim + log num_leaves)). Plain CPU variables are
             updated in place by one op; mirrored or GPU ones through node
             deltas and a scatter-add.
+          in_place: False updates plain CPU variables through node deltas too
+            (the path of mirrored and GPU variables, e.g. to compare the two).
         """
         if ids is None:
             # Build first: a failed build (a NaN row) leaves the state as it was.
@@ -217,11 +219,11 @@ class KernelSampler(base.Sampler):
         if not ids.dtype.is_integer:
             raise ValueError(f"ids must be integer class ids, got dtype {ids.dtype.name}")
         ids = tf.cast(ids, tf.int64)
-        in_place = _variables.in_place_variables(
-            [self.nodes, self.rows, self._table, self._bias_table])
-        if in_place is not None:
+        variables = _variables.in_place_variables(
+            [self.nodes, self.rows, self._table, self._bias_table]) if in_place else None
+        if variables is not None:
             # One op reads the rows in place and updates nodes and snapshot.
-            nodes, rows, table, bias_table = in_place
+            nodes, rows, table, bias_table = variables
             self._library.tf_sampled_kernel_tree_refresh_rows(
                 nodes=nodes.handle, rows=rows.handle, embeddings=table.handle,
                 biases=bias_table.handle, omega=self.omega, ids=ids, **self._attrs)
