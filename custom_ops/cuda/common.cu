@@ -2,8 +2,8 @@
 // the messages it turns into (worded like the CPU kernels' InvalidArgument).
 #include <cmath>
 #include <limits>
-#include <sstream>
 
+#include "custom_ops/core/str_cat.h"
 #include "custom_ops/core/tree_limits.h"
 #include "custom_ops/cuda/device_common.cuh"
 #include "custom_ops/cuda/feature_math.cuh"
@@ -23,19 +23,12 @@ __global__ void TransposeOmegaKernel(const float* omega, int64_t m, int64_t n,
   }
 }
 
-template <typename... Args>
-std::string Str(const Args&... args) {
-  std::ostringstream out;
-  (out << ... << args);
-  return out.str();
-}
-
 }  // namespace
 
 std::string FormatFloat(double v) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return Str(v);
+  return StrCat(v);
 }
 
 GpuStatus ValidateSpec(const FeatureMapSpec& spec) {
@@ -77,21 +70,21 @@ GpuStatus ReadErrors(const DeviceErrors* errors, Stream stream,
 GpuStatus StatusFromErrors(const DeviceErrors& host, const ErrorContext& context) {
   if (host.first[kNonFiniteOmega] != kNoError) {
     const long long i = host.first[kNonFiniteOmega];
-    return GpuStatus::Invalid(Str("omega must be finite, got ",
-                                  FormatFloat(ReadOne(context.spec->omega, i)),
-                                  " at flat index ", i));
+    return GpuStatus::Invalid(StrCat("omega must be finite, got ",
+                                     FormatFloat(ReadOne(context.spec->omega, i)),
+                                     " at flat index ", i));
   }
   if (host.first[kBadClassId] != kNoError) {
     const long long i = host.first[kBadClassId];
-    return GpuStatus::Invalid(Str(context.ids_name, " must be in [0, ",
-                                  context.num_classes, "), got ",
-                                  ReadOne(context.ids, i), " at flat index ", i));
+    return GpuStatus::Invalid(StrCat(context.ids_name, " must be in [0, ",
+                                     context.num_classes, "), got ",
+                                     ReadOne(context.ids, i), " at flat index ", i));
   }
   if (host.first[kNonFiniteInput] != kNoError) {
     const long long i = host.first[kNonFiniteInput];
-    return GpuStatus::Invalid(Str("inputs must be finite, got ",
-                                  FormatFloat(ReadOne(context.inputs, i)),
-                                  " at flat index ", i));
+    return GpuStatus::Invalid(StrCat("inputs must be finite, got ",
+                                     FormatFloat(ReadOne(context.inputs, i)),
+                                     " at flat index ", i));
   }
   if (host.first[kNonFiniteRow] != kNoError) {
     return GpuStatus::Invalid(
