@@ -29,20 +29,16 @@ HEADERS = sorted(glob(os.path.join("custom_ops", "**", "*.h"), recursive=True))
 
 
 def _compile_cuda(build_temp):
-    """nvcc objects of the CUDA core, and the flags that link them."""
+    """nvcc objects of the CUDA core (custom_ops/cuda/nvcc.sh, the one nvcc
+    command line; NVCC and TF_SAMPLED_CUDA_ARCHS select the compiler and GPU
+    archs), and the flags that link them."""
     cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
-    nvcc = os.environ.get("NVCC", os.path.join(cuda_home, "bin", "nvcc"))
-    # Real code for each arch plus PTX of the newest, which newer GPUs JIT.
-    archs = os.environ.get("TF_SAMPLED_CUDA_ARCHS", "80,90").split(",")
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
     objects = []
     os.makedirs(build_temp, exist_ok=True)
     for source in CUDA_SOURCES:
         obj = os.path.join(build_temp, os.path.basename(source) + ".o")
-        command = ([nvcc, "-std=c++17", "-O3", "-c", "-Xcompiler", "-fPIC",
-                    "-D_GLIBCXX_USE_CXX11_ABI=1", "-DGOOGLE_CUDA=1", "-I" + HERE]
-                   + gencode + [os.path.join(HERE, source), "-o", obj])
+        command = ["bash", os.path.join(HERE, "custom_ops", "cuda", "nvcc.sh"), "-c",
+                   os.path.join(HERE, source), "-o", obj]
         print(" ".join(command))
         subprocess.check_call(command)
         objects.append(obj)

@@ -48,7 +48,7 @@ def fit_row(n, num_classes):
     projected = ((features - mean) @ projection).astype(np.float32)
     t_pca = time.perf_counter() - t0
     t0 = time.perf_counter()
-    params, _, _ = tfs.load_ops().tf_sampled_aux_tree_fit(
+    params, _, _ = tfs.load_ops().tf_sampled_adversarial_tree_fit(
         features=projected, labels=labels.astype(np.int64), num_classes=num_classes)
     t_fit = time.perf_counter() - t0
     assert np.isfinite(params.numpy()).all()

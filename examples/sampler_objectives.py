@@ -8,7 +8,8 @@ logits = h @ W^T + b over the classes (W: [C, 128], b: [C]).
 Each objective draws its own number of negatives S, written `name@S`
 (`log_uniform@1024`, `kernel@16`; `parse_objective`): a user holds
 wall-clock equal, not S, and raising S in unchanged tf.nn code is the
-cheapest move they have.
+cheapest move they have. The package's samplers are built by name with
+`tfs.samplers.get`, as the Keras layer's `sampler=` builds them.
 
 Objectives (`OBJECTIVES`):
   full                   full softmax cross-entropy (the reference)
@@ -277,14 +278,14 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
     if objective in ("uniform_ns", "unigram_ns"):
         # Add-one counts: a class unseen in training keeps a finite log p_n,
         # so its corrected score (and the validation CE) stays finite.
-        sampler = tfs.samplers.Uniform(int(W.shape[0])) if objective == "uniform_ns" \
-            else tfs.samplers.Unigram(class_counts + 1)
+        sampler = tfs.samplers.get("uniform", num_classes=int(W.shape[0])) \
+            if objective == "uniform_ns" else tfs.samplers.get("unigram", counts=class_counts + 1)
         return _queried_loss(tfs.nn.negative_sampling_loss, W, b, num_sampled, seed,
                              sampler), sampler
     shared = objective.endswith("_shared")
     if objective in LSH_OBJECTIVES:
-        sampler = tfs.samplers.LSHSampler(
-            W, query="label" if objective == "lsh_label" else "embedding", seed=seed,
+        sampler = tfs.samplers.get(
+            "lsh", W, query="label" if objective == "lsh_label" else "embedding", seed=seed,
             **(lsh_options or {}))
         candidate_sampler = tfs.random.lsh_candidate_sampler
     elif objective in KERNEL_OBJECTIVES or objective in PRIOR_SHARED_OBJECTIVES:
@@ -292,8 +293,9 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
         fmap = "" if prior_weight is not None else \
             objective[len("kernel"):-len("_shared") if shared else None]
         leaf_kwargs = {} if leaf_size is None else {"leaf_size": leaf_size}
-        sampler = tfs.samplers.KernelSampler(
-            W, feature_map=_feature_map(fmap, num_features, seed), biases=b, **leaf_kwargs)
+        sampler = tfs.samplers.get("kernel", W, biases=b,
+                                   feature_map=_feature_map(fmap, num_features, seed),
+                                   **leaf_kwargs)
         candidate_sampler = tfs.random.kernel_candidate_sampler
         if prior_weight is not None:
             candidate_sampler = functools.partial(candidate_sampler,

@@ -3,7 +3,7 @@ errors, never a crash.
 
 Every bad argument gives ValueError (Python) or InvalidArgumentError (op)
 whose message names the argument (and the bad value where the op reports
-it). Huge sizes and a random fuzz over every raw AuxTree op run in a
+it). Huge sizes and a random fuzz over every raw AdversarialTree op run in a
 subprocess (helpers from child_process).
 """
 import textwrap
@@ -157,7 +157,7 @@ def test_empty_batch_returns_empty_outputs(sampler):
 def raw_tree(ops):
     x, y = data()
     projected = x[:, :K]
-    params, leaf_of_class, class_of_leaf = (t.numpy() for t in ops.tf_sampled_aux_tree_fit(
+    params, leaf_of_class, class_of_leaf = (t.numpy() for t in ops.tf_sampled_adversarial_tree_fit(
         features=projected, labels=y, num_classes=NUM_CLASSES))
     return dict(params=params, class_of_leaf=class_of_leaf, leaf_of_class=leaf_of_class,
                 inputs=queries()[:, :K])
@@ -176,7 +176,7 @@ def call_raw(ops, op, tree, **overrides):
         args = dict(tree, true_classes=np.zeros([2, 1], np.int64), counter=np.int64(0),
                     num_true=1, num_sampled=3, unique=True, range_max=NUM_CLASSES)
     args.update(overrides)
-    return getattr(ops, f"tf_sampled_aux_tree_{op}")(**args)
+    return getattr(ops, f"tf_sampled_adversarial_tree_{op}")(**args)
 
 
 AUX_OPS = ["fit", "sample", "log_prob", "candidate_sampler"]
@@ -189,7 +189,7 @@ def test_raw_ops_accept_valid_calls(ops, op):
 
 def test_raw_fit_errors(ops):
     x, y = data()
-    fit = ops.tf_sampled_aux_tree_fit
+    fit = ops.tf_sampled_adversarial_tree_fit
     bad = y.copy()
     bad[4] = 99
     raises_naming(InvalidArgument, lambda: fit(features=x, labels=bad, num_classes=NUM_CLASSES),
@@ -280,22 +280,22 @@ _PRELUDE = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((20, 2)).astype(np.float32)
     y = rng.integers(0, 5, 20)
-    p, l, c = ops.tf_sampled_aux_tree_fit(features=x, labels=y, num_classes=5)
+    p, l, c = ops.tf_sampled_adversarial_tree_fit(features=x, labels=y, num_classes=5)
     tree = dict(params=p, class_of_leaf=c, leaf_of_class=l, inputs=x[:2])
 """)
 
 CRASH_CASES = {
     "sample_num_sampled_overflow": """
-        clean(lambda: ops.tf_sampled_aux_tree_sample(true_classes=[[0], [1]], counter=0,
+        clean(lambda: ops.tf_sampled_adversarial_tree_sample(true_classes=[[0], [1]], counter=0,
               num_sampled=2**62, **tree), "num_sampled", "overflow")
     """,
     "candidate_sampler_huge_num_sampled": """
-        clean(lambda: ops.tf_sampled_aux_tree_candidate_sampler(true_classes=[[0], [1]],
+        clean(lambda: ops.tf_sampled_adversarial_tree_candidate_sampler(true_classes=[[0], [1]],
               counter=0, num_true=1, num_sampled=2**50, unique=False, range_max=5, **tree),
               "num_sampled", "OOM", "allocat")
     """,
     "fit_num_classes_huge": """
-        clean(lambda: ops.tf_sampled_aux_tree_fit(features=x, labels=y, num_classes=2**62),
+        clean(lambda: ops.tf_sampled_adversarial_tree_fit(features=x, labels=y, num_classes=2**62),
               "num_classes")
     """,
 }
@@ -307,7 +307,7 @@ def test_no_crash():
 
 
 FUZZ_SCRIPT = textwrap.dedent('''
-    """Random malformed calls to every raw AuxTree op: argv = seed, calls."""
+    """Random malformed calls to every raw AdversarialTree op: argv = seed, calls."""
     import sys
 
     import numpy as np
@@ -330,7 +330,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         n = c + int(rng.integers(0, 20))
         x = rng.standard_normal((n, k)).astype(np.float32)
         y = rng.integers(0, c, n).astype(np.int64)
-        params, leaf_of_class, class_of_leaf = (t.numpy() for t in lib.tf_sampled_aux_tree_fit(
+        params, leaf_of_class, class_of_leaf = (t.numpy() for t in lib.tf_sampled_adversarial_tree_fit(
             features=x, labels=y, num_classes=c))
         return dict(c=c, k=k, x=x, y=y, params=params, leaf_of_class=leaf_of_class,
                     class_of_leaf=class_of_leaf,
@@ -397,7 +397,7 @@ FUZZ_SCRIPT = textwrap.dedent('''
         kwargs = make(s, p=pick([0.05, 0.15, 0.3]))
         print(f"CALL {i} {name}(C={s['c']}: {describe(kwargs)})", flush=True)
         try:
-            out = getattr(lib, f"tf_sampled_aux_tree_{name}")(**kwargs)
+            out = getattr(lib, f"tf_sampled_adversarial_tree_{name}")(**kwargs)
         except (tf.errors.OpError, ValueError, TypeError):
             counts[name][1] += 1
             continue
@@ -416,5 +416,5 @@ FUZZ_SCRIPT = textwrap.dedent('''
 FUZZ_SEED, FUZZ_CALLS = 2468, 400
 
 
-def test_fuzz_raw_aux_tree_ops_never_kill_the_process():
+def test_fuzz_raw_adversarial_tree_ops_never_kill_the_process():
     run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, AUX_OPS)

@@ -4,9 +4,9 @@
     python -m tools.cuda_harness --build-only   # compile only (what CI can do without a GPU)
     python -m tools.cuda_harness --sanitizer    # the malformed cases under compute-sanitizer
 
-Builds one shared library with nvcc from the CUDA core, the C++ core
-(custom_ops/core/*.cc) and a small C API
-(custom_ops/cuda/harness/), loads it with ctypes and checks the GPU against
+Builds one shared library with nvcc (custom_ops/cuda/nvcc.sh, the command
+line every build of the CUDA core uses) from the CUDA core, the C++ core
+(custom_ops/core/*.cc) and a small C API (tests/cuda_harness/), loads it with ctypes and checks the GPU against
 the C++ core on the same inputs: node sums and log q equal within float
 tolerance, sampled frequencies passing a chi-square test against the exact q,
 incremental updates equal to a rebuild, malformed sizes and values rejected
@@ -27,6 +27,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ARCH = os.environ.get("TF_SAMPLED_CUDA_ARCH", "sm_90")
 BUILD_DIR = os.path.join(ROOT, "build", "cuda_harness")
+NVCC_SH = os.path.join(ROOT, "custom_ops", "cuda", "nvcc.sh")
 
 KINDS = {"quadratic": 0, "random_fourier": 1, "positive_random": 2, "gaussian_moments": 3}
 
@@ -34,7 +35,7 @@ KINDS = {"quadratic": 0, "random_fourier": 1, "positive_random": 2, "gaussian_mo
 def sources():
     """The CUDA core, the harness's C API and the C++ core it is checked against."""
     return (sorted(glob(os.path.join(ROOT, "custom_ops", "cuda", "*.cu")))
-            + sorted(glob(os.path.join(ROOT, "custom_ops", "cuda", "harness", "*.cu")))
+            + sorted(glob(os.path.join(ROOT, "tests", "cuda_harness", "*.cu")))
             + sorted(glob(os.path.join(ROOT, "custom_ops", "core", "*.cc"))))
 
 
@@ -55,14 +56,14 @@ def build(arch=DEFAULT_ARCH, out_dir=BUILD_DIR, force=False):
         raise FileNotFoundError("nvcc not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
     os.makedirs(out_dir, exist_ok=True)
     output = os.path.join(out_dir, f"libtf_sampled_cuda_harness_{arch}.so")
-    headers = glob(os.path.join(ROOT, "custom_ops", "**", "*.h*"), recursive=True)
+    headers = glob(os.path.join(ROOT, "custom_ops", "**", "*.h*"), recursive=True) + [NVCC_SH]
     newest = max(os.path.getmtime(p) for p in sources() + headers)
     if not force and os.path.exists(output) and os.path.getmtime(output) > newest:
         return output
-    command = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC,-fno-math-errno",
-               "-lineinfo", "-I" + ROOT] + sources() + ["-o", output]
+    command = ["bash", NVCC_SH, "-shared", "-lineinfo"] + sources() + ["-o", output]
+    env = dict(os.environ, NVCC=nvcc, TF_SAMPLED_CUDA_ARCHS=arch.removeprefix("sm_"))
     print(" ".join(command), flush=True)
-    subprocess.check_call(command)
+    subprocess.check_call(command, env=env)
     return output
 
 

@@ -30,30 +30,6 @@ bool WeightsByBias(FeatureKind kind) {
          kind == FeatureKind::kGaussianMoments;
 }
 
-int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim,
-                       int64_t num_omega) {
-  switch (kind) {
-    case FeatureKind::kQuadratic:
-      return feature_dim * (feature_dim + 1) / 2 + 1;
-    case FeatureKind::kRandomFourier:
-      return 2 * num_omega;
-    case FeatureKind::kPositiveRandom:
-      return num_omega;
-    case FeatureKind::kGaussianMoments:
-      return 2 * feature_dim + 1;
-  }
-  return 0;
-}
-
-int64_t FeatureMapSpec::NumFeatures() const {
-  return NumFeaturesFor(kind, FeatureDim(), num_omega);
-}
-
-int64_t QuerySize(const FeatureMapSpec& spec) {
-  return spec.kind == FeatureKind::kGaussianMoments ? 2 * spec.FeatureDim()
-                                                    : spec.NumFeatures();
-}
-
 bool IsLinearInQuery(const FeatureMapSpec& spec) {
   return spec.kind != FeatureKind::kGaussianMoments;
 }
@@ -319,23 +295,6 @@ double LeftMassShare(const FeatureMapSpec& spec, const double* query,
 bool LogKernelIsScaledDot(FeatureKind kind) {
   return kind == FeatureKind::kPositiveRandom ||
          kind == FeatureKind::kGaussianMoments;
-}
-
-double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
-                      double y_sq) {
-  switch (spec.kind) {
-    case FeatureKind::kQuadratic:
-      return std::log1p(spec.alpha * dot * dot);
-    case FeatureKind::kRandomFourier: {
-      const double denom = std::sqrt(x_sq * y_sq);
-      const double cosine = denom > 0 ? dot / denom : 0.0;
-      return spec.temperature * (cosine - 1.0);
-    }
-    case FeatureKind::kPositiveRandom:
-    case FeatureKind::kGaussianMoments:
-      break;
-  }
-  return spec.temperature * dot;  // LogKernelIsScaledDot
 }
 
 }  // namespace tf_sampled

@@ -13,9 +13,12 @@
 #ifndef TF_SAMPLED_CORE_FEATURE_MAP_H_
 #define TF_SAMPLED_CORE_FEATURE_MAP_H_
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "custom_ops/core/host_device.h"
 
 namespace tf_sampled {
 
@@ -44,16 +47,33 @@ struct FeatureMapSpec {
   double temperature = 1.0;    // nu (random Fourier) or tau (positive random)
 
   // Width of the vectors the map itself sees (omega has this many columns).
-  int64_t FeatureDim() const { return dim - (bias_is_weight ? 1 : 0); }
+  TFS_HOST_DEVICE int64_t FeatureDim() const { return dim - (bias_is_weight ? 1 : 0); }
   // Number of features F that phi produces.
-  int64_t NumFeatures() const;
+  TFS_HOST_DEVICE int64_t NumFeatures() const;
 };
 
 // Whether a map of this kind weights classes by exp(tau b) (see above).
 bool WeightsByBias(FeatureKind kind);
 
 // Feature size F for vectors of width feature_dim.
-int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim, int64_t num_omega);
+TFS_HOST_DEVICE inline int64_t NumFeaturesFor(FeatureKind kind, int64_t feature_dim,
+                                              int64_t num_omega) {
+  switch (kind) {
+    case FeatureKind::kQuadratic:
+      return feature_dim * (feature_dim + 1) / 2 + 1;
+    case FeatureKind::kRandomFourier:
+      return 2 * num_omega;
+    case FeatureKind::kPositiveRandom:
+      return num_omega;
+    case FeatureKind::kGaussianMoments:
+      return 2 * feature_dim + 1;
+  }
+  return 0;
+}
+
+TFS_HOST_DEVICE inline int64_t FeatureMapSpec::NumFeatures() const {
+  return NumFeaturesFor(kind, FeatureDim(), num_omega);
+}
 
 // Scratch space for ClassFeatures, reused across calls by one thread.
 struct FeatureScratch {
@@ -77,7 +97,10 @@ bool ClassFeatures(const FeatureMapSpec& spec, const float* rows, int64_t n,
 // `scratch` must hold num_omega doubles.
 void QueryFeatures(const FeatureMapSpec& spec, const float* x, double* out,
                    double* scratch);
-int64_t QuerySize(const FeatureMapSpec& spec);
+TFS_HOST_DEVICE inline int64_t QuerySize(const FeatureMapSpec& spec) {
+  return spec.kind == FeatureKind::kGaussianMoments ? 2 * spec.FeatureDim()
+                                                    : spec.NumFeatures();
+}
 
 // Whether node scores are linear in the query features (so a batch mixture
 // of queries is one query: true for the kernel maps).
@@ -95,8 +118,22 @@ double LeftMassShare(const FeatureMapSpec& spec, const double* query,
 bool LogKernelIsScaledDot(FeatureKind kind);
 
 // log of the map's exact kernel, from x.y and the squared norms |x|^2, |y|^2.
-double ExactLogKernel(const FeatureMapSpec& spec, double dot, double x_sq,
-                      double y_sq);
+TFS_HOST_DEVICE inline double ExactLogKernel(const FeatureMapSpec& spec, double dot,
+                                             double x_sq, double y_sq) {
+  switch (spec.kind) {
+    case FeatureKind::kQuadratic:
+      return log1p(spec.alpha * dot * dot);
+    case FeatureKind::kRandomFourier: {
+      const double denom = sqrt(x_sq * y_sq);
+      const double cosine = denom > 0 ? dot / denom : 0.0;
+      return spec.temperature * (cosine - 1.0);
+    }
+    case FeatureKind::kPositiveRandom:
+    case FeatureKind::kGaussianMoments:
+      break;
+  }
+  return spec.temperature * dot;  // LogKernelIsScaledDot
+}
 
 }  // namespace tf_sampled
 

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "custom_ops/core/feature_map.h"
+#include "custom_ops/core/host_device.h"
+#include "custom_ops/core/parallel_range.h"
 #include "custom_ops/core/random.h"
 
 namespace tf_sampled {
@@ -32,22 +34,22 @@ struct TreeShape {
   int64_t leaf_size = 1;
 
   // (Written so that no intermediate overflows, whatever leaf_size is.)
-  int64_t NumLeaves() const {
+  TFS_HOST_DEVICE int64_t NumLeaves() const {
     return num_classes / leaf_size + (num_classes % leaf_size != 0);
   }
   // Classes in the largest leaf.
-  int64_t MaxLeafSize() const {
+  TFS_HOST_DEVICE int64_t MaxLeafSize() const {
     return leaf_size < num_classes ? leaf_size : num_classes;
   }
   // Rows of the node-sum matrix (row 0 unused).
-  int64_t NumNodeRows() const { return 2 * NumLeaves(); }
-  int64_t LeafOf(int64_t class_id) const { return class_id / leaf_size; }
-  int64_t LeafBegin(int64_t leaf) const { return leaf * leaf_size; }
-  int64_t LeafEnd(int64_t leaf) const {
+  TFS_HOST_DEVICE int64_t NumNodeRows() const { return 2 * NumLeaves(); }
+  TFS_HOST_DEVICE int64_t LeafOf(int64_t class_id) const { return class_id / leaf_size; }
+  TFS_HOST_DEVICE int64_t LeafBegin(int64_t leaf) const { return leaf * leaf_size; }
+  TFS_HOST_DEVICE int64_t LeafEnd(int64_t leaf) const {
     const int64_t end = (leaf + 1) * leaf_size;
     return end < num_classes ? end : num_classes;
   }
-  int64_t NodeOfLeaf(int64_t leaf) const { return NumLeaves() + leaf; }
+  TFS_HOST_DEVICE int64_t NodeOfLeaf(int64_t leaf) const { return NumLeaves() + leaf; }
 };
 
 // Sum of phi(y) over the classes of one leaf, from augmented rows [C, dim],
@@ -65,12 +67,6 @@ void SumInternalNodes(const TreeShape& shape, int64_t num_features,
 bool RowFeatureDeltas(const FeatureMapSpec& spec, const float* old_rows,
                       const float* new_rows, int64_t n, double* deltas,
                       FeatureScratch* scratch, std::vector<double>* features);
-
-// Runs fn(begin, end) over disjoint ranges covering [0, n), possibly in
-// parallel; cost_per_item is a rough count of floating-point operations.
-using ParallelRange = std::function<void(
-    int64_t n, int64_t cost_per_item,
-    const std::function<void(int64_t, int64_t)>& fn)>;
 
 // Applies per-row deltas [n, F] of the distinct ascending classes `ids` to
 // `nodes` [2N, F] in place: each leaf's sum gets its rows' deltas, then every

@@ -2,8 +2,9 @@
 // the messages it turns into (worded like the CPU kernels' InvalidArgument).
 #include <cmath>
 #include <limits>
-#include <sstream>
 
+#include "custom_ops/core/str_cat.h"
+#include "custom_ops/core/tree_limits.h"
 #include "custom_ops/cuda/device_common.cuh"
 #include "custom_ops/cuda/feature_math.cuh"
 
@@ -11,8 +12,6 @@ namespace tf_sampled {
 namespace gpu {
 
 namespace {
-
-constexpr int64_t kMaxClasses = int64_t{1} << 48;  // as the CPU update op
 
 __global__ void TransposeOmegaKernel(const float* omega, int64_t m, int64_t n,
                                      float* omega_t, DeviceErrors* errors) {
@@ -24,77 +23,30 @@ __global__ void TransposeOmegaKernel(const float* omega, int64_t m, int64_t n,
   }
 }
 
-template <typename... Args>
-std::string Str(const Args&... args) {
-  std::ostringstream out;
-  (out << ... << args);
-  return out.str();
-}
-
 }  // namespace
 
 std::string FormatFloat(double v) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return Str(v);
+  return StrCat(v);
 }
 
 GpuStatus ValidateSpec(const FeatureMapSpec& spec) {
-  if (spec.dim < 1 || (spec.bias_is_weight && spec.dim < 2)) {
-    return GpuStatus::Invalid(Str("rows must have at least ",
-                                  spec.bias_is_weight ? 2 : 1,
-                                  " columns, got ", spec.dim));
-  }
-  const bool uses_omega = spec.kind == FeatureKind::kRandomFourier ||
-                          spec.kind == FeatureKind::kPositiveRandom;
-  if (uses_omega && (spec.num_omega < 1 || spec.omega == nullptr)) {
-    return GpuStatus::Invalid(Str(
-        "omega must have at least one row for random features, got ",
-        spec.num_omega));
-  }
-  if (!(spec.alpha > 0) || !std::isfinite(spec.alpha) ||
-      !(spec.temperature > 0) || !std::isfinite(spec.temperature)) {
-    return GpuStatus::Invalid(Str("alpha and temperature must be positive and "
-                                  "finite, got ", spec.alpha, " and ",
-                                  spec.temperature));
-  }
-  // Node sums [2N, F] must be addressable: 2N F doubles within int64 (and
-  // the quadratic F ~ dim^2 / 2 is where this bites first).
-  const int64_t n = FeatureDimOf(spec);
-  if (spec.kind == FeatureKind::kQuadratic && n > (int64_t{1} << 20)) {
-    return GpuStatus::Invalid(Str("quadratic features of ", n,
-                                  " columns are too many"));
-  }
-  if (uses_omega && spec.num_omega > (int64_t{1} << 40) / n) {
-    return GpuStatus::Invalid(Str("omega of ", spec.num_omega, " x ", n,
-                                  " is too large"));
-  }
-  return GpuStatus::Ok();
+  const std::string error = FeatureSpecError(spec);
+  return error.empty() ? GpuStatus::Ok() : GpuStatus::Invalid(error);
 }
 
 GpuStatus ValidateSpecAndShape(const FeatureMapSpec& spec, const TreeShape& shape) {
-  if (shape.num_classes < 1 || shape.num_classes > kMaxClasses) {
-    return GpuStatus::Invalid(Str("num_classes must be in [1, ", kMaxClasses,
-                                  "], got ", shape.num_classes));
-  }
-  if (shape.leaf_size < 1) {
-    return GpuStatus::Invalid(Str("leaf_size must be >= 1, got ", shape.leaf_size));
-  }
-  TF_SAMPLED_RETURN_IF_NOT_OK(ValidateSpec(spec));
-  const int64_t f = NumFeaturesOf(spec);
-  if (f > std::numeric_limits<int64_t>::max() / 8 / shape.NumNodeRows()) {
-    return GpuStatus::Invalid(Str("node sums of ", shape.NumNodeRows(), " x ",
-                                  f, " doubles overflow"));
-  }
-  return GpuStatus::Ok();
+  const std::string error = TreeError(spec, shape);
+  return error.empty() ? GpuStatus::Ok() : GpuStatus::Invalid(error);
 }
 
 GpuStatus TransposeOmega(const FeatureMapSpec& spec, float* omega_t,
                          DeviceErrors* errors, Stream stream) {
   if (spec.num_omega == 0) return GpuStatus::Ok();
-  const int64_t total = spec.num_omega * FeatureDimOf(spec);
+  const int64_t total = spec.num_omega * spec.FeatureDim();
   TransposeOmegaKernel<<<GridFor((total + 255) / 256), 256, 0, stream>>>(
-      spec.omega, spec.num_omega, FeatureDimOf(spec), omega_t, errors);
+      spec.omega, spec.num_omega, spec.FeatureDim(), omega_t, errors);
   TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return GpuStatus::Ok();
 }
@@ -118,21 +70,21 @@ GpuStatus ReadErrors(const DeviceErrors* errors, Stream stream,
 GpuStatus StatusFromErrors(const DeviceErrors& host, const ErrorContext& context) {
   if (host.first[kNonFiniteOmega] != kNoError) {
     const long long i = host.first[kNonFiniteOmega];
-    return GpuStatus::Invalid(Str("omega must be finite, got ",
-                                  FormatFloat(ReadOne(context.spec->omega, i)),
-                                  " at flat index ", i));
+    return GpuStatus::Invalid(StrCat("omega must be finite, got ",
+                                     FormatFloat(ReadOne(context.spec->omega, i)),
+                                     " at flat index ", i));
   }
   if (host.first[kBadClassId] != kNoError) {
     const long long i = host.first[kBadClassId];
-    return GpuStatus::Invalid(Str(context.ids_name, " must be in [0, ",
-                                  context.num_classes, "), got ",
-                                  ReadOne(context.ids, i), " at flat index ", i));
+    return GpuStatus::Invalid(StrCat(context.ids_name, " must be in [0, ",
+                                     context.num_classes, "), got ",
+                                     ReadOne(context.ids, i), " at flat index ", i));
   }
   if (host.first[kNonFiniteInput] != kNoError) {
     const long long i = host.first[kNonFiniteInput];
-    return GpuStatus::Invalid(Str("inputs must be finite, got ",
-                                  FormatFloat(ReadOne(context.inputs, i)),
-                                  " at flat index ", i));
+    return GpuStatus::Invalid(StrCat("inputs must be finite, got ",
+                                     FormatFloat(ReadOne(context.inputs, i)),
+                                     " at flat index ", i));
   }
   if (host.first[kNonFiniteRow] != kNoError) {
     return GpuStatus::Invalid(

@@ -1,9 +1,12 @@
-// Device versions of the C++ core's feature-map math (core/feature_map.cc,
-// core/kernel_tree.cc): the same formulas, operation for operation where the
-// order matters to the result (the 8-way float dot products, the scaling
-// order of the quadratic terms), so GPU and CPU agree to float rounding.
-// Each feature is computed by one thread; the per-row scalars (squared norm,
-// class weight, finiteness) once per row by the block or warp.
+// The GPU's parallel decomposition of the C++ core's feature-map math
+// (core/feature_map.cc, core/kernel_tree.cc): one thread per feature, the
+// per-row scalars (squared norm, class weight, finiteness) once per row by
+// the block or warp, in the core's order of operations where the order
+// matters to the result (the 8-way float dot products, the scaling order of
+// the quadratic terms), so GPU and CPU agree to float rounding. The scalar
+// math and shapes themselves (FeatureMapSpec, NumFeaturesFor, QuerySize,
+// ExactLogKernel, TreeShape) are the core's host-and-device definitions
+// (core/host_device.h), not copies.
 #ifndef TF_SAMPLED_CUDA_FEATURE_MATH_CUH_
 #define TF_SAMPLED_CUDA_FEATURE_MATH_CUH_
 
@@ -15,47 +18,6 @@
 
 namespace tf_sampled {
 namespace gpu {
-
-// FeatureMapSpec's inline methods are host-only; these mirror them.
-__host__ __device__ inline int64_t FeatureDimOf(const FeatureMapSpec& s) {
-  return s.dim - (s.bias_is_weight ? 1 : 0);
-}
-
-__host__ __device__ inline int64_t NumFeaturesOf(const FeatureMapSpec& s) {
-  const int64_t n = FeatureDimOf(s);
-  switch (s.kind) {
-    case FeatureKind::kQuadratic:
-      return n * (n + 1) / 2 + 1;
-    case FeatureKind::kRandomFourier:
-      return 2 * s.num_omega;
-    case FeatureKind::kPositiveRandom:
-      return s.num_omega;
-    case FeatureKind::kGaussianMoments:
-      return 2 * n + 1;
-  }
-  return 0;
-}
-
-__host__ __device__ inline int64_t QuerySizeOf(const FeatureMapSpec& s) {
-  return s.kind == FeatureKind::kGaussianMoments ? 2 * FeatureDimOf(s)
-                                                 : NumFeaturesOf(s);
-}
-
-// TreeShape's methods, on the device.
-struct DeviceShape {
-  int64_t num_classes, leaf_size, num_leaves;
-  __host__ explicit DeviceShape(const TreeShape& s)
-      : num_classes(s.num_classes), leaf_size(s.leaf_size),
-        num_leaves(s.NumLeaves()) {}
-  __device__ int64_t LeafBegin(int64_t leaf) const { return leaf * leaf_size; }
-  __device__ int64_t LeafEnd(int64_t leaf) const {
-    const int64_t end = (leaf + 1) * leaf_size;
-    return end < num_classes ? end : num_classes;
-  }
-  __device__ int64_t NodeOfClass(int64_t c) const {
-    return num_leaves + c / leaf_size;
-  }
-};
 
 // DotFloat (core/dot.h) with b read at stride `b_stride` (omega is stored
 // transposed on the device so that the threads of a warp, one feature each,
@@ -84,7 +46,7 @@ struct RowScalars {
 // Computed by the whole block (every thread gets the result).
 __device__ inline RowScalars BlockRowScalars(const FeatureMapSpec& spec,
                                              const float* y, double* shared) {
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t n = spec.FeatureDim();
   double sq = 0, bad = 0;
   for (int64_t k = threadIdx.x; k < spec.dim; k += blockDim.x) {
     const float v = y[k];
@@ -121,7 +83,7 @@ struct FeatureSlot {
 
 __device__ inline FeatureSlot MakeSlot(const FeatureMapSpec& spec, int64_t j) {
   FeatureSlot s{j, 0, 0};
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t n = spec.FeatureDim();
   if (spec.kind == FeatureKind::kQuadratic && j < n * (n + 1) / 2) {
     QuadraticPair(j, n, &s.a, &s.b);
   } else if (spec.kind == FeatureKind::kRandomFourier) {
@@ -136,7 +98,7 @@ __device__ inline double ClassFeature(const FeatureMapSpec& spec,
                                       const FeatureSlot& slot, const float* y,
                                       const RowScalars& r,
                                       const float* omega_t) {
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t n = spec.FeatureDim();
   const int64_t m = spec.num_omega;
   switch (spec.kind) {
     case FeatureKind::kQuadratic: {
@@ -177,7 +139,7 @@ __device__ inline double QueryFeatureRaw(const FeatureMapSpec& spec,
                                          const FeatureSlot& slot,
                                          const float* x, double norm_sq,
                                          const float* omega_t) {
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t n = spec.FeatureDim();
   switch (spec.kind) {
     case FeatureKind::kQuadratic:
     case FeatureKind::kRandomFourier: {
@@ -204,7 +166,7 @@ __device__ inline double WarpNodeLogMass(const FeatureMapSpec& spec,
                                          const double* query,
                                          const double* node_sum, int lane) {
   if (spec.kind != FeatureKind::kGaussianMoments) {
-    const int64_t f = NumFeaturesOf(spec);
+    const int64_t f = spec.NumFeatures();
     double part = 0;
     for (int64_t j = lane; j < f; j += 32) part += query[j] * node_sum[j];
     const double mass = WarpSum(part);
@@ -212,7 +174,7 @@ __device__ inline double WarpNodeLogMass(const FeatureMapSpec& spec,
   }
   const double total = node_sum[0];
   if (!(total > 0)) return -INFINITY;
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t n = spec.FeatureDim();
   double part = 0;
   for (int64_t k = lane; k < n; k += 32) {
     const double mean = node_sum[1 + k] / total;
@@ -244,25 +206,6 @@ __device__ inline void WarpBranchLogProbs(const FeatureMapSpec& spec,
   *log_right = log1p(-p);
 }
 
-// ExactLogKernel.
-__device__ inline double DeviceExactLogKernel(const FeatureMapSpec& spec,
-                                              double dot, double x_sq,
-                                              double y_sq) {
-  switch (spec.kind) {
-    case FeatureKind::kQuadratic:
-      return log1p(spec.alpha * dot * dot);
-    case FeatureKind::kRandomFourier: {
-      const double denom = sqrt(x_sq * y_sq);
-      const double cosine = denom > 0 ? dot / denom : 0.0;
-      return spec.temperature * (cosine - 1.0);
-    }
-    case FeatureKind::kPositiveRandom:
-    case FeatureKind::kGaussianMoments:
-      return spec.temperature * dot;
-  }
-  return 0.0;
-}
-
 // The exact log kernel of class c for the augmented query x (x_sq = |x|^2),
 // by a warp (LeafLogKernels' per-class body). Returns NaN when the row or
 // the kernel is not finite.
@@ -285,7 +228,7 @@ __device__ inline double WarpClassLogKernel(const FeatureMapSpec& spec,
     if (table.biases != nullptr) y_sq += double(table.biases[c]) * table.biases[c];
   }
   if (!isfinite(dot) || !isfinite(y_sq)) return NAN;
-  const double k = DeviceExactLogKernel(spec, dot, x_sq, y_sq);
+  const double k = ExactLogKernel(spec, dot, x_sq, y_sq);
   return isfinite(k) ? k : NAN;
 }
 

@@ -23,12 +23,13 @@ constexpr int64_t kTile = int64_t{kThreads} * kPerThread;
 
 // One block per leaf: the leaf's node row is the sum of phi over its rows.
 __global__ void __launch_bounds__(kThreads)
-LeafSumKernel(FeatureMapSpec spec, DeviceShape shape, const float* rows,
+LeafSumKernel(FeatureMapSpec spec, TreeShape shape, const float* rows,
               const float* omega_t, double* nodes, DeviceErrors* errors) {
   __shared__ double shared[32];
-  const int64_t f = NumFeaturesOf(spec);
-  for (int64_t leaf = blockIdx.x; leaf < shape.num_leaves; leaf += gridDim.x) {
-    double* out = nodes + (shape.num_leaves + leaf) * f;
+  const int64_t f = spec.NumFeatures();
+  const int64_t num_leaves = shape.NumLeaves();
+  for (int64_t leaf = blockIdx.x; leaf < num_leaves; leaf += gridDim.x) {
+    double* out = nodes + shape.NodeOfLeaf(leaf) * f;
     for (int64_t tile = 0; tile < f; tile += kTile) {
       FeatureSlot slots[kPerThread];
       double acc[kPerThread];
@@ -78,7 +79,7 @@ RowDeltaKernel(FeatureMapSpec spec, int64_t num_classes, const int64_t* ids,
                const float* old_rows, const float* new_rows, int64_t n,
                const float* omega_t, double* deltas, DeviceErrors* errors) {
   __shared__ double shared[32];
-  const int64_t f = NumFeaturesOf(spec);
+  const int64_t f = spec.NumFeatures();
   for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
     if (threadIdx.x == 0 && (ids[r] < 0 || ids[r] >= num_classes)) {
       RecordError(errors, kBadClassId, r);
@@ -101,7 +102,7 @@ RowDeltaKernel(FeatureMapSpec spec, int64_t num_classes, const int64_t* ids,
 
 // nodes += deltas on every node of each row's path; skipped entirely when
 // an earlier kernel of the call found an error (nothing half-applied).
-__global__ void ApplyDeltasKernel(DeviceShape shape, const int64_t* ids,
+__global__ void ApplyDeltasKernel(TreeShape shape, const int64_t* ids,
                                   const double* deltas, int64_t n, int64_t f,
                                   double* nodes, const DeviceErrors* errors) {
   if (AnyError(errors)) return;
@@ -109,7 +110,7 @@ __global__ void ApplyDeltasKernel(DeviceShape shape, const int64_t* ids,
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / f, j = i % f;
     const double d = deltas[i];
-    for (int64_t node = shape.NodeOfClass(ids[r]); node >= 1; node >>= 1) {
+    for (int64_t node = shape.NodeOfLeaf(shape.LeafOf(ids[r])); node >= 1; node >>= 1) {
       atomicAdd(&nodes[node * f + j], d);
     }
   }
@@ -118,7 +119,7 @@ __global__ void ApplyDeltasKernel(DeviceShape shape, const int64_t* ids,
 // (node, row) for every node of every row's path, row-major so that a
 // stable sort by node keeps rows ascending within a node. Paths shorter than
 // `depth` (and rows with a bad id) are padded with node 0, which is unused.
-__global__ void PathPairsKernel(DeviceShape shape, const int64_t* ids, int64_t n,
+__global__ void PathPairsKernel(TreeShape shape, const int64_t* ids, int64_t n,
                                 int depth, unsigned long long* keys, int* rows) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * depth;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -126,7 +127,8 @@ __global__ void PathPairsKernel(DeviceShape shape, const int64_t* ids, int64_t n
     const int t = static_cast<int>(i % depth);
     const int64_t id = ids[r];
     const bool valid = id >= 0 && id < shape.num_classes;
-    keys[i] = valid ? static_cast<unsigned long long>(shape.NodeOfClass(id) >> t) : 0;
+    const int64_t node = valid ? shape.NodeOfLeaf(shape.LeafOf(id)) : 0;
+    keys[i] = static_cast<unsigned long long>(node >> t);
     rows[i] = static_cast<int>(r);
   }
 }
@@ -197,8 +199,8 @@ UpdateBuffers CarveUpdate(const FeatureMapSpec& spec, const TreeShape& shape,
   Carver carve(base);
   UpdateBuffers b;
   b.errors = carve.Take<DeviceErrors>(1);
-  b.omega_t = carve.Take<float>(spec.num_omega * FeatureDimOf(spec));
-  b.deltas = carve.Take<double>(n * NumFeaturesOf(spec));
+  b.omega_t = carve.Take<float>(spec.num_omega * spec.FeatureDim());
+  b.deltas = carve.Take<double>(n * spec.NumFeatures());
   b.keys_in = carve.Take<unsigned long long>(num_items);
   b.keys_out = carve.Take<unsigned long long>(num_items);
   b.unique = carve.Take<unsigned long long>(num_items);
@@ -281,7 +283,7 @@ size_t BuildWorkspaceBytes(const FeatureMapSpec& spec) {
   if (!ValidateSpec(spec).ok()) return kTokenWorkspace;
   Carver carve(nullptr);
   carve.Take<DeviceErrors>(1);
-  carve.Take<float>(spec.num_omega * FeatureDimOf(spec));
+  carve.Take<float>(spec.num_omega * spec.FeatureDim());
   return carve.used();
 }
 
@@ -292,8 +294,8 @@ GpuStatus BuildNodeSums(const FeatureMapSpec& spec, const TreeShape& shape,
   TF_SAMPLED_RETURN_IF_NOT_OK(CheckWorkspace(workspace, BuildWorkspaceBytes(spec)));
   Carver carve(workspace.data);
   DeviceErrors* errors = carve.Take<DeviceErrors>(1);
-  float* omega_t = carve.Take<float>(spec.num_omega * FeatureDimOf(spec));
-  const int64_t f = NumFeaturesOf(spec);
+  float* omega_t = carve.Take<float>(spec.num_omega * spec.FeatureDim());
+  const int64_t f = spec.NumFeatures();
   const int64_t num_leaves = shape.NumLeaves();
 
   TF_SAMPLED_RETURN_IF_NOT_OK(ResetErrors(errors, stream));
@@ -301,7 +303,7 @@ GpuStatus BuildNodeSums(const FeatureMapSpec& spec, const TreeShape& shape,
   TF_SAMPLED_CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(nodes, 0, f * sizeof(double), stream));  // unused row 0
   LeafSumKernel<<<GridFor(num_leaves), kThreads, 0, stream>>>(
-      spec, DeviceShape(shape), rows, omega_t, nodes, errors);
+      spec, shape, rows, omega_t, nodes, errors);
   TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   // Level by level from the deepest internal one: the children of nodes
   // [2^k, 2^(k+1)) are leaves or nodes of level k + 1, summed just before.
@@ -342,10 +344,10 @@ GpuStatus ApplyRowUpdates(const FeatureMapSpec& spec, const TreeShape& shape,
   const UpdateBuffers b = CarveUpdate(spec, shape, n, workspace.data, &unused);
   TF_SAMPLED_RETURN_IF_NOT_OK(
       LaunchRowDeltas(spec, shape, ids, old_rows, new_rows, n, b, stream));
-  const int64_t f = NumFeaturesOf(spec);
+  const int64_t f = spec.NumFeatures();
   if (n > 0) {
     ApplyDeltasKernel<<<GridFor((n * f + 255) / 256), 256, 0, stream>>>(
-        DeviceShape(shape), ids, b.deltas, n, f, nodes, b.errors);
+        shape, ids, b.deltas, n, f, nodes, b.errors);
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
   DeviceErrors host;
@@ -370,7 +372,7 @@ GpuStatus PrepareUpdateDeltas(const FeatureMapSpec& spec, const TreeShape& shape
     const int depth = PathDepth(shape);
     const int items = static_cast<int>(n * depth);
     PathPairsKernel<<<GridFor((int64_t(items) + 255) / 256), 256, 0, stream>>>(
-        DeviceShape(shape), ids, n, depth, b.keys_in, b.rows_in);
+        shape, ids, n, depth, b.keys_in, b.rows_in);
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
         b.cub_temp, b.cub_bytes, b.keys_in, b.keys_out, b.rows_in, b.rows_out,
@@ -418,7 +420,7 @@ GpuStatus FinishUpdateDeltas(const FeatureMapSpec& spec, const TreeShape& shape,
                               " does not match PrepareUpdateDeltas");
   }
   SegmentSumKernel<<<GridFor(num_nodes), 128, 0, stream>>>(
-      b.unique, b.counts, b.offsets, b.rows_out, b.deltas, NumFeaturesOf(spec),
+      b.unique, b.counts, b.offsets, b.rows_out, b.deltas, spec.NumFeatures(),
       skip, num_nodes, node_ids, node_deltas);
   TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return GpuStatus::Ok();

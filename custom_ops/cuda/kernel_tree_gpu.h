@@ -136,7 +136,7 @@ GpuStatus LogProb(const TreeView& tree, const float* inputs, int64_t batch,
 
 // ---- Adversarial sampler (auxiliary tree) ---------------------------------------
 // Reserved: the auxiliary tree's sampling and log p_n go here, beside the
-// kernel tree, once the CPU core (custom_ops/core/aux_tree*) has landed; they
+// kernel tree, once the CPU core (custom_ops/core/adversarial_tree*) has landed; they
 // will take the same Workspace / RandomStream / Stream arguments and report
 // errors the same way.
 

@@ -39,8 +39,8 @@ QueryBuffers CarveQuery(const TreeView& tree, int64_t chunk, void* base,
   Carver carve(base);
   QueryBuffers b;
   b.errors = carve.Take<DeviceErrors>(1);
-  b.omega_t = carve.Take<float>(spec.num_omega * FeatureDimOf(spec));
-  b.phi = carve.Take<double>(chunk * QuerySizeOf(spec));
+  b.omega_t = carve.Take<float>(spec.num_omega * spec.FeatureDim());
+  b.phi = carve.Take<double>(chunk * QuerySize(spec));
   b.x = carve.Take<float>(chunk * spec.dim);
   b.x_sq = carve.Take<double>(chunk);
   b.leaf = carve.Take<double>(chunk * 2 * tree.shape.MaxLeafSize());
@@ -51,7 +51,7 @@ QueryBuffers CarveQuery(const TreeView& tree, int64_t chunk, void* base,
 
 // Queries per chunk: as many as kWorkspaceBudget holds, at least one.
 int64_t ChunkSize(const TreeView& tree, int64_t batch) {
-  const int64_t per_query = 8 * QuerySizeOf(tree.spec) + 4 * tree.spec.dim + 8 +
+  const int64_t per_query = 8 * QuerySize(tree.spec) + 4 * tree.spec.dim + 8 +
                             16 * tree.shape.MaxLeafSize();
   const int64_t fit = static_cast<int64_t>(kWorkspaceBudget) / std::max<int64_t>(per_query, 1);
   return std::max<int64_t>(1, std::min<int64_t>(fit, std::max<int64_t>(batch, 1)));
@@ -64,8 +64,8 @@ QueryFeaturesKernel(FeatureMapSpec spec, ClassTable table, const float* inputs,
                     int64_t begin, int64_t count, const float* omega_t,
                     QueryBuffers b) {
   __shared__ double shared[32];
-  const int64_t q_size = QuerySizeOf(spec);
-  const int64_t n = FeatureDimOf(spec);
+  const int64_t q_size = QuerySize(spec);
+  const int64_t n = spec.FeatureDim();
   for (int64_t i = blockIdx.x; i < count; i += gridDim.x) {
     const float* h = inputs + (begin + i) * table.d;
     float* x = b.x + i * spec.dim;
@@ -108,7 +108,7 @@ QueryFeaturesKernel(FeatureMapSpec spec, ClassTable table, const float* inputs,
 // `kernel`, their running sums of exp(kernel - max) into `cdf`. Returns
 // false (on every lane) if a row or kernel is not finite.
 __device__ bool WarpLeafLogKernels(const FeatureMapSpec& spec, const ClassTable& table,
-                                   const DeviceShape& shape, const float* x,
+                                   const TreeShape& shape, const float* x,
                                    double x_sq, int64_t leaf, double* kernel,
                                    double* cdf, int lane, double* log_norm) {
   const int64_t begin = shape.LeafBegin(leaf), end = shape.LeafEnd(leaf);
@@ -146,20 +146,20 @@ struct Pending {
 // down the tree (the lanes draw a node's Bernoullis in parallel), each leaf
 // reached is evaluated once, and the draws are shuffled at the end.
 __global__ void __launch_bounds__(kWarps * 32)
-SampleKernel(FeatureMapSpec spec, ClassTable table, DeviceShape shape,
+SampleKernel(FeatureMapSpec spec, ClassTable table, TreeShape shape,
              const double* nodes, int64_t begin, int64_t count,
              int64_t num_sampled, RandomStream random, QueryBuffers b,
              int64_t* ids, float* log_q) {
   __shared__ Pending stacks[kWarps][kMaxStack];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   Pending* stack = stacks[warp];
-  const int64_t f = NumFeaturesOf(spec);
-  const int64_t max_leaf = shape.leaf_size < shape.num_classes ? shape.leaf_size
-                                                                : shape.num_classes;
+  const int64_t f = spec.NumFeatures();
+  const int64_t max_leaf = shape.MaxLeafSize();
+  const int64_t num_leaves = shape.NumLeaves();
   for (int64_t i = int64_t(blockIdx.x) * kWarps + warp; i < count;
        i += int64_t(gridDim.x) * kWarps) {
     const int64_t q = begin + i;
-    const double* phi = b.phi + i * QuerySizeOf(spec);
+    const double* phi = b.phi + i * QuerySize(spec);
     const float* x = b.x + i * spec.dim;
     const double x_sq = b.x_sq[i];
     double* kernel = b.leaf + i * 2 * max_leaf;
@@ -176,8 +176,8 @@ SampleKernel(FeatureMapSpec spec, ClassTable table, DeviceShape shape,
     while (top > 0) {
       const Pending item = stack[--top];
       __syncwarp();  // every lane has read the item before it is overwritten
-      if (item.node >= shape.num_leaves) {
-        const int64_t leaf = item.node - shape.num_leaves;
+      if (item.node >= num_leaves) {
+        const int64_t leaf = item.node - num_leaves;
         double log_norm;
         if (!WarpLeafLogKernels(spec, table, shape, x, x_sq, leaf, kernel, cdf,
                                 lane, &log_norm)) {
@@ -241,11 +241,11 @@ SampleKernel(FeatureMapSpec spec, ClassTable table, DeviceShape shape,
 // One warp per (query, id): KernelTree::LogProb for one class, the leaf's
 // normaliser by an online log-sum-exp (no buffer).
 __global__ void __launch_bounds__(kWarps * 32)
-LogProbKernel(FeatureMapSpec spec, ClassTable table, DeviceShape shape,
+LogProbKernel(FeatureMapSpec spec, ClassTable table, TreeShape shape,
               const double* nodes, int64_t begin, int64_t count,
               const int64_t* classes, int64_t n, QueryBuffers b, float* log_q) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t f = NumFeaturesOf(spec);
+  const int64_t f = spec.NumFeatures();
   for (int64_t p = int64_t(blockIdx.x) * kWarps + warp; p < count * n;
        p += int64_t(gridDim.x) * kWarps) {
     const int64_t i = p / n, q = begin + i;
@@ -255,11 +255,11 @@ LogProbKernel(FeatureMapSpec spec, ClassTable table, DeviceShape shape,
       if (lane == 0) RecordError(b.errors, kBadClassId, flat);
       continue;
     }
-    const double* phi = b.phi + i * QuerySizeOf(spec);
+    const double* phi = b.phi + i * QuerySize(spec);
     const float* x = b.x + i * spec.dim;
     const double x_sq = b.x_sq[i];
     double log_p = 0;
-    for (int64_t node = shape.NodeOfClass(c); node > 1; node >>= 1) {
+    for (int64_t node = shape.NodeOfLeaf(shape.LeafOf(c)); node > 1; node >>= 1) {
       double log_left, log_right;
       WarpBranchLogProbs(spec, phi, nodes, f, node >> 1, lane, &log_left, &log_right);
       log_p += (node & 1) ? log_right : log_left;
@@ -344,7 +344,7 @@ GpuStatus LaunchLogProb(const TreeView& tree, int64_t begin, int64_t count,
                         float* log_q, Stream stream) {
   if (n == 0) return GpuStatus::Ok();
   LogProbKernel<<<BlocksForWarps(count * n), kWarps * 32, 0, stream>>>(
-      tree.spec, tree.table, DeviceShape(tree.shape), tree.nodes, begin, count,
+      tree.spec, tree.table, tree.shape, tree.nodes, begin, count,
       classes, n, b, log_q);
   TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return GpuStatus::Ok();
@@ -393,7 +393,7 @@ GpuStatus Sample(const TreeView& tree, const float* inputs, int64_t batch,
     const int64_t count = std::min(b.chunk, batch - begin);
     TF_SAMPLED_RETURN_IF_NOT_OK(LaunchQueryFeatures(tree, inputs, begin, count, b, stream));
     SampleKernel<<<BlocksForWarps(count), kWarps * 32, 0, stream>>>(
-        tree.spec, tree.table, DeviceShape(tree.shape), tree.nodes, begin, count,
+        tree.spec, tree.table, tree.shape, tree.nodes, begin, count,
         num_sampled, random, b, ids, log_q);
     TF_SAMPLED_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     TF_SAMPLED_RETURN_IF_NOT_OK(LaunchLogProb(tree, begin, count, true_classes,

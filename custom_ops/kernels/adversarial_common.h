@@ -5,28 +5,28 @@
 
 #include <cmath>
 
-#include "custom_ops/core/aux_tree.h"
+#include "custom_ops/core/adversarial_tree.h"
 #include "custom_ops/kernels/common.h"
 
 namespace tf_sampled {
 
 // Heap ids up to 2 C must fit in int64 with room to spare.
-constexpr int64_t kMaxAuxClasses = int64_t{1} << 48;
+constexpr int64_t kMaxAdversarialClasses = int64_t{1} << 48;
 
 // The error for a status the core returned while serving row `row`.
-inline absl::Status AuxTreeError(AuxTreeStatus status, int64_t row) {
+inline absl::Status AdversarialTreeError(AdversarialTreeStatus status, int64_t row) {
   switch (status) {
-    case AuxTreeStatus::kOk:
+    case AdversarialTreeStatus::kOk:
       return absl::OkStatus();
-    case AuxTreeStatus::kNonFiniteLogit:
+    case AdversarialTreeStatus::kNonFiniteLogit:
       return errors::InvalidArgument(
           "params must be finite: a node logit on the path of input row ", row,
           " is NaN/Inf (or overflows)");
-    case AuxTreeStatus::kBadClassOfLeaf:
+    case AdversarialTreeStatus::kBadClassOfLeaf:
       return errors::InvalidArgument(
           "class_of_leaf must hold class ids in [0, num_classes): a leaf "
           "reached by input row ", row, " does not");
-    case AuxTreeStatus::kBadLeafOfClass:
+    case AdversarialTreeStatus::kBadLeafOfClass:
       return errors::InvalidArgument(
           "leaf_of_class must hold leaf slots in [0, num_classes): a class "
           "asked for in row ", row, " maps outside");
@@ -36,8 +36,8 @@ inline absl::Status AuxTreeError(AuxTreeStatus status, int64_t row) {
 
 // Inputs 0..3 of the query ops: params [C, k + 1], class_of_leaf [C],
 // leaf_of_class [C], finite inputs [batch, k].
-struct AuxTreeInputs {
-  AuxTreeView tree;
+struct AdversarialTreeInputs {
+  AdversarialTreeView tree;
   const float* inputs = nullptr;
   int64_t batch = 0;
 
@@ -51,7 +51,7 @@ struct AuxTreeInputs {
     TF_RETURN_IF_ERROR(CheckRank(leaf_of_class, 1, "leaf_of_class"));
     TF_RETURN_IF_ERROR(CheckRank(inputs_t, 2, "inputs"));
     const int64_t num_classes = params.dim_size(0);
-    if (num_classes < 2 || num_classes > kMaxAuxClasses || params.dim_size(1) < 2) {
+    if (num_classes < 2 || num_classes > kMaxAdversarialClasses || params.dim_size(1) < 2) {
       return errors::InvalidArgument(
           "params must have shape [num_classes >= 2, k + 1 >= 2], got ",
           params.shape().DebugString());
@@ -80,17 +80,6 @@ struct AuxTreeInputs {
     inputs = inputs_t.flat<float>().data();
     batch = inputs_t.dim_size(0);
     return absl::OkStatus();
-  }
-
-  // Class ids [batch, n] in range (`name` is the input's name).
-  absl::Status CheckIds(const Tensor& ids, const char* name) const {
-    TF_RETURN_IF_ERROR(CheckRank(ids, 2, name));
-    if (ids.dim_size(0) != batch) {
-      return errors::InvalidArgument(name, " must have ", batch,
-                                     " rows like inputs, got shape ",
-                                     ids.shape().DebugString());
-    }
-    return CheckClassIds(ids, tree.num_classes, name);
   }
 
   // Work estimate for `draws` descents or log p_n's of one row.

@@ -1,6 +1,6 @@
 // Fitting the auxiliary tree: validation, then the core's greedy fit on the
 // op's CPU thread pool.
-#include "custom_ops/core/aux_tree_fit.h"
+#include "custom_ops/core/adversarial_tree_fit.h"
 #include "custom_ops/kernels/adversarial_common.h"
 
 namespace tf_sampled {
@@ -9,16 +9,16 @@ using ::tensorflow::DEVICE_CPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
-class AuxTreeFitOp : public OpKernel {
+class AdversarialTreeFitOp : public OpKernel {
  public:
-  explicit AuxTreeFitOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit AdversarialTreeFitOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_classes", &num_classes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_iterations", &options_.num_iterations));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("newton_steps", &options_.newton_steps));
     float l2;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("l2", &l2));
     options_.l2 = l2;
-    OP_REQUIRES(ctx, num_classes_ >= 2 && num_classes_ <= kMaxAuxClasses,
+    OP_REQUIRES(ctx, num_classes_ >= 2 && num_classes_ <= kMaxAdversarialClasses,
                 errors::InvalidArgument("num_classes must be in [2, 2^48], got ",
                                         num_classes_));
     OP_REQUIRES(ctx, options_.num_iterations >= 1 && options_.num_iterations <= 1000,
@@ -62,22 +62,18 @@ class AuxTreeFitOp : public OpKernel {
                                              &leaf_of_class_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_classes_}),
                                              &class_of_leaf_t));
-    AuxParallelFor parallel_for =
-        [ctx](int64_t total, int64_t cost,
-              const std::function<void(int64_t, int64_t)>& fn) {
-          ParallelFor(ctx, total, cost, fn);
-        };
-    FitAuxTree(features.flat<float>().data(), labels.flat<int64_t>().data(), n, k,
-               num_classes_, options_, parallel_for, params_t->flat<float>().data(),
-               leaf_of_class_t->flat<int64_t>().data(),
-               class_of_leaf_t->flat<int64_t>().data());
+    FitAdversarialTree(features.flat<float>().data(), labels.flat<int64_t>().data(), n, k,
+                       num_classes_, options_, OpParallelRange(ctx),
+                       params_t->flat<float>().data(), leaf_of_class_t->flat<int64_t>().data(),
+                       class_of_leaf_t->flat<int64_t>().data());
   }
 
  private:
   int64_t num_classes_;
-  AuxTreeFitOptions options_;
+  AdversarialTreeFitOptions options_;
 };
 
-REGISTER_KERNEL_BUILDER(Name("TfSampled>AuxTreeFit").Device(DEVICE_CPU), AuxTreeFitOp);
+REGISTER_KERNEL_BUILDER(Name("TfSampled>AdversarialTreeFit").Device(DEVICE_CPU),
+                        AdversarialTreeFitOp);
 
 }  // namespace tf_sampled

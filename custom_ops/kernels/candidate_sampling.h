@@ -39,15 +39,16 @@ class SampleStream {
     return absl::OkStatus();
   }
 
-  // The Philox block of this call, from the scalar int64 `counter` input
-  // (>= 0): the counter fills the high 64 bits of the Philox counter, and
-  // QuerySeed(block, i) skips i in the low 64 bits, so the streams of
-  // distinct (counter, query) pairs never overlap.
-  absl::Status CallBlock(OpKernelContext* ctx, int input,
+  // The Philox block of this call, from the op's scalar int64 `counter`
+  // input (>= 0, in host memory): the counter fills the high 64 bits of the
+  // Philox counter, and QuerySeed(block, i) skips i in the low 64 bits, so
+  // the streams of distinct (counter, query) pairs never overlap.
+  absl::Status CallBlock(OpKernelContext* ctx,
                          ::tensorflow::random::PhiloxRandom* block) const {
-    const Tensor& counter_t = ctx->input(input);
-    TF_RETURN_IF_ERROR(CheckRank(counter_t, 0, "counter"));
-    const int64_t counter = counter_t.scalar<int64_t>()();
+    const Tensor* counter_t;
+    TF_RETURN_IF_ERROR(ctx->input("counter", &counter_t));
+    TF_RETURN_IF_ERROR(CheckRank(*counter_t, 0, "counter"));
+    const int64_t counter = counter_t->scalar<int64_t>()();
     if (counter < 0) {
       return errors::InvalidArgument("counter must be >= 0, got ", counter);
     }

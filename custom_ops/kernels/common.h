@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "custom_ops/core/parallel_range.h"
 #include "custom_ops/core/shard_failure.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -170,6 +171,13 @@ void ParallelFor(OpKernelContext* ctx, int64_t total, int64_t cost_per_item,
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
   ::tensorflow::Shard(workers->num_threads, workers->workers, total,
                       cost_per_item, std::forward<Fn>(fn));
+}
+
+// The op's CPU thread pool as the core's ParallelRange.
+inline ParallelRange OpParallelRange(OpKernelContext* ctx) {
+  return [ctx](int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& fn) {
+    ParallelFor(ctx, n, cost, fn);
+  };
 }
 
 }  // namespace tf_sampled

@@ -11,9 +11,6 @@ using ::tensorflow::DEVICE_CPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::TensorShape;
 
-// Node ids (2 * leaves) must fit in int64 with room to spare.
-constexpr int64_t kMaxClasses = int64_t{1} << 48;
-
 class KernelTreeBuildOp : public OpKernel {
  public:
   explicit KernelTreeBuildOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -34,6 +31,7 @@ class KernelTreeBuildOp : public OpKernel {
     TreeShape shape;
     shape.num_classes = rows.dim_size(0);
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
     const int64_t num_features = spec.NumFeatures();
     Tensor* nodes_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
@@ -136,17 +134,14 @@ class KernelTreeUpdateOp : public OpKernel {
                     ", dim] for ", n, " ids, got ",
                     old_rows.shape().DebugString(), " and ",
                     new_rows.shape().DebugString()));
-    const int64_t num_classes = num_classes_t.scalar<int64_t>()();
-    OP_REQUIRES(ctx, num_classes >= 1 && num_classes <= kMaxClasses,
-                errors::InvalidArgument("num_classes must be in [1, ",
-                                        kMaxClasses, "], got ", num_classes));
-    OP_REQUIRES_OK(ctx, CheckClassIds(ids, num_classes, "ids"));
     FeatureMapSpec spec;
     OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1),
                                  has_bias_, &spec));
     TreeShape shape;
-    shape.num_classes = num_classes;
+    shape.num_classes = num_classes_t.scalar<int64_t>()();
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
+    OP_REQUIRES_OK(ctx, CheckClassIds(ids, shape.num_classes, "ids"));
     const int64_t num_features = spec.NumFeatures();
 
     std::vector<double> row_deltas(n * num_features);

@@ -8,6 +8,7 @@
 
 #include "custom_ops/core/feature_map.h"
 #include "custom_ops/core/kernel_tree.h"
+#include "custom_ops/core/tree_limits.h"
 #include "custom_ops/kernels/common.h"
 
 namespace tf_sampled {
@@ -84,16 +85,12 @@ inline absl::Status MakeSpec(const FeatureAttrs& attrs, const Tensor& omega,
   return absl::OkStatus();
 }
 
-// The op's CPU thread pool as the core's ParallelRange.
-inline ParallelRange OpParallelRange(OpKernelContext* ctx) {
-  return [ctx](int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& fn) {
-    ParallelFor(ctx, n, cost, fn);
-  };
+// The tree's limits (core/tree_limits.h, shared with the CUDA core) as
+// InvalidArgument.
+inline absl::Status CheckTree(const FeatureMapSpec& spec, const TreeShape& shape) {
+  const std::string error = TreeError(spec, shape);
+  return error.empty() ? absl::OkStatus() : errors::InvalidArgument(error);
 }
-
-// The sampling ops' `counter` input (after the tree inputs and true_classes),
-// read on the host by SampleStream::CallBlock (CPU and GPU kernels).
-constexpr int kTreeCounterInput = 6;
 
 // Everything the sampling ops read: the tree, the current class table and the
 // queries. Inputs 0..4 are nodes, embeddings, biases (variable handles, read
@@ -160,6 +157,7 @@ struct TreeInputs {
                                 has_biases, &spec, values_on_host));
     shape.num_classes = num_classes;
     shape.leaf_size = attrs.leaf_size;
+    TF_RETURN_IF_ERROR(CheckTree(spec, shape));
     const int64_t num_features = spec.NumFeatures();
     if (nodes_t.dim_size(0) != shape.NumNodeRows() ||
         nodes_t.dim_size(1) != num_features) {

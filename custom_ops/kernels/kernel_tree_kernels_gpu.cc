@@ -13,6 +13,7 @@
 #include "custom_ops/cuda/kernel_tree_gpu.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
+#include "custom_ops/kernels/sampler_ops.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "xla/stream_executor/stream.h"
 
@@ -81,6 +82,7 @@ class KernelTreeBuildGpuOp : public OpKernel {
     TreeShape shape;
     shape.num_classes = rows.dim_size(0);
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
     Tensor* nodes = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             0, TensorShape({shape.NumNodeRows(), spec.NumFeatures()}),
@@ -127,8 +129,9 @@ class KernelTreeUpdateGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, MakeSpec(attrs_, ctx->input(3), new_rows.dim_size(1), has_bias_,
                                  &spec, /*values_on_host=*/false));
     TreeShape shape;
-    shape.num_classes = num_classes_t.scalar<int64_t>()();  // range-checked by the core
+    shape.num_classes = num_classes_t.scalar<int64_t>()();
     shape.leaf_size = attrs_.leaf_size;
+    OP_REQUIRES_OK(ctx, CheckTree(spec, shape));
     Tensor buffer;
     gpu::Workspace workspace;
     OP_REQUIRES_OK(ctx, AllocateWorkspace(ctx, gpu::UpdateWorkspaceBytes(spec, shape, n),
@@ -154,81 +157,46 @@ class KernelTreeUpdateGpuOp : public OpKernel {
   bool has_bias_;
 };
 
-class KernelTreeSampleGpuOp : public OpKernel {
+// The kernel-tree family of the sampling-op skeleton (sampler_ops.h) on the
+// GPU: the same inputs and attributes as the CPU family; values in device
+// memory (class ids, NaN/Inf) are checked by the CUDA core.
+class KernelTreeGpuFamily {
  public:
-  explicit KernelTreeSampleGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
-    OP_REQUIRES(ctx, num_sampled_ >= 1,
-                errors::InvalidArgument("num_sampled must be >= 1, got ", num_sampled_));
-    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
-  }
+  using Inputs = TreeInputs;
+  static constexpr const char* kQueries = "inputs";
+  static constexpr bool kIdsOnHost = false;
 
-  void Compute(OpKernelContext* ctx) override {
-    TreeInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_, /*values_on_host=*/false));
-    const Tensor& true_classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckRank(true_classes, 2, "true_classes"));
-    OP_REQUIRES(ctx, true_classes.dim_size(0) == in.batch,
-                errors::InvalidArgument("true_classes must have ", in.batch,
-                                        " rows like inputs, got shape ",
-                                        true_classes.shape().DebugString()));
-    const int64_t num_true = true_classes.dim_size(1);
-    ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
-    Tensor *ids, *log_q, *true_log_q;
-    OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
-                                                  &ids, &log_q, &true_log_q));
-    if (in.batch == 0) return;
+  absl::Status Init(OpKernelConstruction* ctx, SamplerOp) { return attrs_.Parse(ctx); }
+  absl::Status ParseInputs(OpKernelContext* ctx, Inputs* in) const {
+    return in->Parse(ctx, attrs_, /*values_on_host=*/false);
+  }
+  static int64_t Batch(const Inputs& in) { return in.batch; }
+  static int64_t NumClasses(const Inputs& in) { return in.shape.num_classes; }
+
+  absl::Status Sample(OpKernelContext* ctx, const Inputs& in,
+                      const SampleRequest& r) const {
     // One Philox key per call, from the call's (seed, seed2, counter) block;
     // the core gives query b subsequence b.
-    const gpu::RandomStream random{QuerySeed(block, 0), 0};
+    const gpu::RandomStream random{QuerySeed(*r.block, 0), 0};
     const gpu::TreeView view = ViewOf(in);
     Tensor buffer;
     gpu::Workspace workspace;
-    OP_REQUIRES_OK(ctx, AllocateWorkspace(ctx, gpu::QueryWorkspaceBytes(view, in.batch),
-                                          &buffer, &workspace));
-    OP_REQUIRES_OK(ctx, ToStatus(gpu::Sample(
-                            view, in.inputs, in.batch, num_sampled_,
-                            true_classes.flat<int64_t>().data(), num_true, random,
-                            ids->flat<int64_t>().data(), log_q->flat<float>().data(),
-                            true_log_q->flat<float>().data(), workspace, OpStream(ctx))));
+    TF_RETURN_IF_ERROR(AllocateWorkspace(ctx, gpu::QueryWorkspaceBytes(view, r.batch),
+                                         &buffer, &workspace));
+    return ToStatus(gpu::Sample(view, in.inputs, r.batch, r.num_sampled, r.true_classes,
+                                r.num_true, random, r.ids, r.log_q, r.true_log_q,
+                                workspace, OpStream(ctx)));
   }
 
- private:
-  FeatureAttrs attrs_;
-  int64_t num_sampled_;
-  SampleStream stream_;
-};
-
-class KernelTreeLogProbGpuOp : public OpKernel {
- public:
-  explicit KernelTreeLogProbGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    TreeInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_, /*values_on_host=*/false));
-    const Tensor& classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckRank(classes, 2, "classes"));
-    OP_REQUIRES(ctx, classes.dim_size(0) == in.batch,
-                errors::InvalidArgument("classes must have ", in.batch,
-                                        " rows like inputs, got shape ",
-                                        classes.shape().DebugString()));
-    const int64_t n = classes.dim_size(1);
-    Tensor* log_q;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({in.batch, n}), &log_q));
-    if (in.batch == 0 || n == 0) return;
+  absl::Status LogProb(OpKernelContext* ctx, const Inputs& in,
+                       const LogProbRequest& r) const {
     const gpu::TreeView view = ViewOf(in);
     Tensor buffer;
     gpu::Workspace workspace;
-    OP_REQUIRES_OK(ctx, AllocateWorkspace(ctx, gpu::QueryWorkspaceBytes(view, in.batch),
-                                          &buffer, &workspace));
-    OP_REQUIRES_OK(ctx, ToStatus(gpu::LogProb(view, in.inputs, in.batch,
-                                              classes.flat<int64_t>().data(), n,
-                                              log_q->flat<float>().data(), workspace,
-                                              OpStream(ctx))));
+    TF_RETURN_IF_ERROR(AllocateWorkspace(ctx, gpu::QueryWorkspaceBytes(view, r.batch),
+                                         &buffer, &workspace));
+    return ToStatus(gpu::LogProb(view, in.inputs, r.batch, r.classes, r.n, r.log_q,
+                                 workspace, OpStream(ctx)));
   }
 
  private:
@@ -242,9 +210,9 @@ REGISTER_KERNEL_BUILDER(
     KernelTreeUpdateGpuOp);
 REGISTER_KERNEL_BUILDER(
     Name("TfSampled>KernelTreeSample").Device(DEVICE_GPU).HostMemory("counter"),
-    KernelTreeSampleGpuOp);
+    SampleOp<KernelTreeGpuFamily>);
 REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeLogProb").Device(DEVICE_GPU),
-                        KernelTreeLogProbGpuOp);
+                        LogProbOp<KernelTreeGpuFamily>);
 
 }  // namespace tf_sampled
 

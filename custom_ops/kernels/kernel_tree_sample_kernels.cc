@@ -8,12 +8,9 @@
 #include "custom_ops/core/kernel_tree_batch.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
+#include "custom_ops/kernels/sampler_ops.h"
 
 namespace tf_sampled {
-
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::TensorShape;
 
 namespace {
 
@@ -68,165 +65,79 @@ inline float MixtureLogQ(double a, double p_prior, float log_q_tree) {
 
 }  // namespace
 
-class KernelTreeSampleOp : public OpKernel {
+// The kernel-tree family of the sampling-op skeleton (sampler_ops.h): inputs
+// nodes, embeddings, biases (variable handles, read in place), omega and the
+// queries `inputs`; attributes the feature map, leaf_size and, for the
+// candidate sampler, the log-uniform share prior_weight.
+class KernelTreeFamily {
  public:
-  explicit KernelTreeSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
-    OP_REQUIRES(ctx, num_sampled_ >= 1,
-                errors::InvalidArgument("num_sampled must be >= 1, got ",
-                                        num_sampled_));
-    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
+  using Inputs = TreeInputs;
+  static constexpr const char* kQueries = "inputs";
+  static constexpr bool kIdsOnHost = true;
+
+  absl::Status Init(OpKernelConstruction* ctx, SamplerOp op) {
+    TF_RETURN_IF_ERROR(attrs_.Parse(ctx));
+    if (op != SamplerOp::kCandidateSampler) return absl::OkStatus();
+    TF_RETURN_IF_ERROR(ctx->GetAttr("prior_weight", &prior_weight_));
+    if (!(prior_weight_ >= 0.0f && prior_weight_ <= 1.0f)) {
+      return errors::InvalidArgument(
+          "prior_weight must be in [0, 1] (the log-uniform share of the proposal), got ",
+          prior_weight_);
+    }
+    return absl::OkStatus();
   }
 
-  void Compute(OpKernelContext* ctx) override {
-    TreeInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
-    const Tensor& true_classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckRank(true_classes, 2, "true_classes"));
-    OP_REQUIRES(ctx, true_classes.dim_size(0) == in.batch,
-                errors::InvalidArgument(
-                    "true_classes must have ", in.batch,
-                    " rows like inputs, got shape ",
-                    true_classes.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
-                                      "true_classes"));
-    const int64_t num_true = true_classes.dim_size(1);
-    ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
-    Tensor *ids_t, *log_q_t, *true_log_q_t;
-    OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
-                                                  &ids_t, &log_q_t, &true_log_q_t));
-    if (in.batch == 0) return;
+  absl::Status ParseInputs(OpKernelContext* ctx, Inputs* in) const {
+    return in->Parse(ctx, attrs_);
+  }
+  static int64_t Batch(const Inputs& in) { return in.batch; }
+  static int64_t NumClasses(const Inputs& in) { return in.shape.num_classes; }
 
+  absl::Status Sample(OpKernelContext* ctx, const Inputs& in,
+                      const SampleRequest& r) const {
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
-    std::vector<uint64_t> seeds(in.batch);
-    for (int64_t b = 0; b < in.batch; ++b) seeds[b] = QuerySeed(block, b);
+    std::vector<uint64_t> seeds(r.batch);
+    for (int64_t b = 0; b < r.batch; ++b) seeds[b] = QuerySeed(*r.block, b);
     BatchSampleRequest request;
     request.inputs = in.inputs;
-    request.batch = in.batch;
-    request.num_sampled = num_sampled_;
-    request.true_classes = true_classes.flat<int64_t>().data();
-    request.num_true = num_true;
+    request.batch = r.batch;
+    request.num_sampled = r.num_sampled;
+    request.true_classes = r.true_classes;
+    request.num_true = r.num_true;
     request.seeds = seeds.data();
-    request.ids = ids_t->flat<int64_t>().data();
-    request.log_q = log_q_t->flat<float>().data();
-    request.true_log_q = true_log_q_t->flat<float>().data();
+    request.ids = r.ids;
+    request.log_q = r.log_q;
+    request.true_log_q = r.true_log_q;
     const int64_t failed = SampleBatch(tree, request, OpParallelRange(ctx));
-    OP_REQUIRES(ctx, failed < 0, NonFiniteRowError(failed));
+    return failed < 0 ? absl::OkStatus() : NonFiniteRowError(failed);
   }
 
- private:
-  FeatureAttrs attrs_;
-  int64_t num_sampled_;
-  SampleStream stream_;
-};
-
-class KernelTreeLogProbOp : public OpKernel {
- public:
-  explicit KernelTreeLogProbOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    TreeInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
-    const Tensor& classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckRank(classes, 2, "classes"));
-    OP_REQUIRES(ctx, classes.dim_size(0) == in.batch,
-                errors::InvalidArgument("classes must have ", in.batch,
-                                        " rows like inputs, got shape ",
-                                        classes.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckClassIds(classes, in.shape.num_classes, "classes"));
-    const int64_t n = classes.dim_size(1);
-    Tensor* log_q_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({in.batch, n}),
-                                             &log_q_t));
-    if (in.batch == 0 || n == 0) return;
+  absl::Status LogProb(OpKernelContext* ctx, const Inputs& in,
+                       const LogProbRequest& r) const {
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
-    const int64_t* ids = classes.flat<int64_t>().data();
-    float* log_q = log_q_t->flat<float>().data();
     ShardFailure failure;
-    ParallelFor(ctx, in.batch, QueryCost(in, n), [&](int64_t begin, int64_t end) {
+    ParallelFor(ctx, r.batch, QueryCost(in, r.n), [&](int64_t begin, int64_t end) {
       QueryState state;
       tree.InitState(&state);
       for (int64_t b = begin; b < end; ++b) {
         tree.SetQuery(in.inputs + b * in.table.d, &state);
-        if (!tree.LogProb(&state, ids + b * n, n, log_q + b * n)) {
+        if (!tree.LogProb(&state, r.classes + b * r.n, r.n, r.log_q + b * r.n)) {
           failure.Record(b);
+          return;
         }
       }
     });
-    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(failure.item()));
+    return failure.failed() ? NonFiniteRowError(failure.item()) : absl::OkStatus();
   }
 
- private:
-  FeatureAttrs attrs_;
-};
-
-class KernelTreeCandidateSamplerOp : public OpKernel {
- public:
-  explicit KernelTreeCandidateSamplerOp(OpKernelConstruction* ctx)
-      : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_true", &num_true_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_sampled", &num_sampled_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("unique", &unique_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("range_max", &range_max_));
-    OP_REQUIRES(ctx, num_sampled_ >= 1 && num_true_ >= 1 && range_max_ >= 1,
-                errors::InvalidArgument(
-                    "num_sampled, num_true and range_max must be >= 1, got ",
-                    num_sampled_, ", ", num_true_, ", ", range_max_));
-    OP_REQUIRES(ctx, !unique_ || num_sampled_ <= range_max_,
-                errors::InvalidArgument(
-                    "num_sampled (", num_sampled_,
-                    ") must be <= range_max (", range_max_,
-                    ") when unique=True"));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("prior_weight", &prior_weight_));
-    OP_REQUIRES(ctx, prior_weight_ >= 0.0f && prior_weight_ <= 1.0f,
-                errors::InvalidArgument(
-                    "prior_weight must be in [0, 1] (the log-uniform share of "
-                    "the proposal), got ", prior_weight_));
-    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    TreeInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
-    OP_REQUIRES(ctx, range_max_ == in.shape.num_classes,
-                errors::InvalidArgument(
-                    "range_max (", range_max_,
-                    ") must equal the sampler's number of classes (",
-                    in.shape.num_classes, ")"));
-    const Tensor& true_classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckRank(true_classes, 2, "true_classes"));
-    OP_REQUIRES(ctx,
-                true_classes.dim_size(0) == in.batch &&
-                    true_classes.dim_size(1) == num_true_,
-                errors::InvalidArgument(
-                    "true_classes must have shape [", in.batch, ", ", num_true_,
-                    "] (batch of inputs, num_true), got ",
-                    true_classes.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckClassIds(true_classes, in.shape.num_classes,
-                                      "true_classes"));
-    ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kTreeCounterInput, &block));
-
-    Tensor *sampled_t, *true_count_t, *sampled_count_t;
-    OP_REQUIRES_OK(ctx, AllocateCandidateOutputs(ctx, in.batch, num_sampled_, num_true_,
-                                                 &sampled_t, &true_count_t,
-                                                 &sampled_count_t));
-    int64_t* sampled = sampled_t->flat<int64_t>().data();
-    // The count outputs hold log q until the counts are known.
-    float* sampled_log_q = sampled_count_t->flat<float>().data();
-    float* true_log_q = true_count_t->flat<float>().data();
-
+  absl::Status SampleShared(OpKernelContext* ctx, const Inputs& in,
+                            const SharedRequest& r, int64_t* num_tries) const {
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
     QueryState state;
     tree.InitState(&state);
     KernelTree::MixtureSums sums = tree.NewMixtureSums();
     absl::Mutex sums_mu;
-    ParallelFor(ctx, in.batch, QueryCost(in, 0), [&](int64_t begin, int64_t end) {
+    ParallelFor(ctx, r.batch, QueryCost(in, 0), [&](int64_t begin, int64_t end) {
       QueryState scratch;
       tree.InitState(&scratch);
       KernelTree::MixtureSums part = tree.NewMixtureSums();
@@ -235,7 +146,7 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       sums.Merge(part);
     });
     tree.SetMixtureQuery(sums, &state);
-    Random rng(QuerySeed(block, 0));
+    Random rng(QuerySeed(r.block, 0));
     // Draws from one descent are an iid sequence (Sample shuffles them), so
     // taking them in order is exactly sequential sampling. Every class has
     // probability >= kMinBranchProb^depth, so unique sampling ends.
@@ -249,9 +160,8 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
     // mixture's log q (q_tree of the prior's draws by one grouped LogProb),
     // and a shuffle makes the sequence iid again.
     const double a = prior_weight_;
-    const LogUniformPrior prior(range_max_);
-    auto draw_mixture = [&](int64_t n, int64_t* ids,
-                            float* log_q) -> absl::Status {
+    const LogUniformPrior prior(r.range_max);
+    auto draw_mixture = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
       int64_t n_prior = 0;
       for (int64_t k = 0; k < n; ++k) n_prior += rng.Uniform() < a;
       const int64_t n_tree = n - n_prior;
@@ -263,66 +173,48 @@ class KernelTreeCandidateSamplerOp : public OpKernel {
       }
       for (int64_t k = 0; k < n; ++k) {
         const double p = prior.Prob(ids[k]);
-        log_q[k] = a < 1.0 ? MixtureLogQ(a, p, log_q[k])
-                           : static_cast<float>(std::log(p));
+        log_q[k] = a < 1.0 ? MixtureLogQ(a, p, log_q[k]) : static_cast<float>(std::log(p));
       }
       ShuffleDraws(n, &rng, ids, log_q);
       return absl::OkStatus();
     };
-    int64_t num_tries;
     if (a > 0.0) {
-      OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_,
-                                           draw_mixture, sampled, sampled_log_q,
-                                           &num_tries));
+      TF_RETURN_IF_ERROR(SampleCandidates(r.unique, r.num_sampled, r.range_max, draw_mixture,
+                                          r.sampled, r.sampled_log_q, num_tries));
     } else {
-      OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_,
-                                           draw, sampled, sampled_log_q,
-                                           &num_tries));
+      TF_RETURN_IF_ERROR(SampleCandidates(r.unique, r.num_sampled, r.range_max, draw,
+                                          r.sampled, r.sampled_log_q, num_tries));
     }
     // The true classes' log q under the shared query, in parallel chunks.
-    const int64_t* truth = true_classes.flat<int64_t>().data();
+    const int64_t* truth = r.true_classes;
+    float* true_log_q = r.true_log_q;
     ShardFailure failure;
-    ParallelFor(ctx, in.batch * num_true_, DrawCost(in),
-                [&](int64_t begin, int64_t end) {
-                  if (a >= 1.0) {  // exactly log-uniform: no tree work
-                    for (int64_t i = begin; i < end; ++i) {
-                      true_log_q[i] =
-                          static_cast<float>(std::log(prior.Prob(truth[i])));
-                    }
-                    return;
-                  }
-                  QueryState local = state;
-                  if (!tree.LogProb(&local, truth + begin, end - begin,
-                                    true_log_q + begin)) {
-                    failure.Record(begin);
-                    return;
-                  }
-                  if (a > 0.0) {
-                    for (int64_t i = begin; i < end; ++i) {
-                      true_log_q[i] =
-                          MixtureLogQ(a, prior.Prob(truth[i]), true_log_q[i]);
-                    }
-                  }
-                });
-    OP_REQUIRES(ctx, !failure.failed(), NonFiniteRowError(0));
-    LogQToExpectedCounts(sampled_log_q, num_sampled_, num_sampled_, num_tries);
-    LogQToExpectedCounts(true_log_q, in.batch * num_true_, num_sampled_, num_tries);
+    ParallelFor(ctx, r.batch * r.num_true, DrawCost(in), [&](int64_t begin, int64_t end) {
+      if (a >= 1.0) {  // exactly log-uniform: no tree work
+        for (int64_t i = begin; i < end; ++i) {
+          true_log_q[i] = static_cast<float>(std::log(prior.Prob(truth[i])));
+        }
+        return;
+      }
+      QueryState local = state;
+      if (!tree.LogProb(&local, truth + begin, end - begin, true_log_q + begin)) {
+        failure.Record(begin);
+        return;
+      }
+      if (a > 0.0) {
+        for (int64_t i = begin; i < end; ++i) {
+          true_log_q[i] = MixtureLogQ(a, prior.Prob(truth[i]), true_log_q[i]);
+        }
+      }
+    });
+    return failure.failed() ? NonFiniteRowError(0) : absl::OkStatus();
   }
 
  private:
   FeatureAttrs attrs_;
-  int64_t num_true_, num_sampled_, range_max_;
-  bool unique_;
-  float prior_weight_;  // log-uniform share a of the proposal, in [0, 1]
-  SampleStream stream_;
+  float prior_weight_ = 0.0f;  // log-uniform share a of the shared proposal, in [0, 1]
 };
 
-REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeSample").Device(DEVICE_CPU),
-                        KernelTreeSampleOp);
-REGISTER_KERNEL_BUILDER(Name("TfSampled>KernelTreeLogProb").Device(DEVICE_CPU),
-                        KernelTreeLogProbOp);
-REGISTER_KERNEL_BUILDER(
-    Name("TfSampled>KernelTreeCandidateSampler").Device(DEVICE_CPU),
-    KernelTreeCandidateSamplerOp);
+TF_SAMPLED_REGISTER_SAMPLER_KERNELS("KernelTree", KernelTreeFamily);
 
 }  // namespace tf_sampled

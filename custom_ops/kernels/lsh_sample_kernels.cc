@@ -6,12 +6,9 @@
 
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/lsh_common.h"
+#include "custom_ops/kernels/sampler_ops.h"
 
 namespace tf_sampled {
-
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::TensorShape;
 
 namespace {
 
@@ -34,17 +31,6 @@ struct LshQueryInputs {
     queries = queries_t.flat<float>().data();
     batch = queries_t.dim_size(0);
     return absl::OkStatus();
-  }
-
-  // Class ids [batch, n] in range (`name` is the input's name).
-  absl::Status CheckIds(const Tensor& ids, const char* name) const {
-    TF_RETURN_IF_ERROR(CheckRank(ids, 2, name));
-    if (ids.dim_size(0) != batch) {
-      return errors::InvalidArgument(name, " must have ", batch,
-                                     " rows like queries, got shape ",
-                                     ids.shape().DebugString());
-    }
-    return CheckClassIds(ids, tables.view.shape.num_classes, name);
   }
 
   // Work estimate for one query: hashing it and `draws` draws or log q's.
@@ -105,161 +91,88 @@ void ForEachQuery(OpKernelContext* ctx, const LshQueryInputs& in,
 
 float LogOf(double p) { return static_cast<float>(std::log(p)); }
 
-// The sampling ops' `counter` input (after the queries and true_classes).
-constexpr int kCounterInput = 6;
-
 }  // namespace
 
-class LshSampleOp : public OpKernel {
+// The LSH family of the sampling-op skeleton (sampler_ops.h): inputs the
+// tables (buckets, counts, codes; variable handles read in place),
+// hash_params and the `queries`; attributes the hash family and epsilon.
+class LshFamily {
  public:
-  explicit LshSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ParsePositive(ctx, "num_sampled", &num_sampled_));
-    OP_REQUIRES_OK(ctx, ParseEpsilon(ctx, &epsilon_));
-    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
+  using Inputs = LshQueryInputs;
+  static constexpr const char* kQueries = "queries";
+  static constexpr bool kIdsOnHost = true;
+
+  absl::Status Init(OpKernelConstruction* ctx, SamplerOp) {
+    TF_RETURN_IF_ERROR(attrs_.Parse(ctx));
+    return ParseEpsilon(ctx, &epsilon_);
   }
 
-  void Compute(OpKernelContext* ctx) override {
-    LshQueryInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
-    const Tensor& true_classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, in.CheckIds(true_classes, "true_classes"));
-    const int64_t num_true = true_classes.dim_size(1);
-    ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
-    Tensor *ids_t, *log_q_t, *true_log_q_t;
-    OP_REQUIRES_OK(ctx, AllocatePerExampleOutputs(ctx, in.batch, num_sampled_, num_true,
-                                                  &ids_t, &log_q_t, &true_log_q_t));
-    if (in.batch == 0) return;
+  absl::Status ParseInputs(OpKernelContext* ctx, Inputs* in) const {
+    return in->Parse(ctx, attrs_);
+  }
+  static int64_t Batch(const Inputs& in) { return in.batch; }
+  static int64_t NumClasses(const Inputs& in) { return in.tables.view.shape.num_classes; }
 
+  absl::Status Sample(OpKernelContext* ctx, const Inputs& in,
+                      const SampleRequest& r) const {
     const LshProposal proposal(in.tables.view, epsilon_);
-    int64_t* ids = ids_t->flat<int64_t>().data();
-    float* log_q = log_q_t->flat<float>().data();
-    float* true_log_q = true_log_q_t->flat<float>().data();
-    const int64_t* truth = true_classes.flat<int64_t>().data();
     ReadFailures failures;
-    ForEachQuery(ctx, in, proposal, in.QueryCost(num_sampled_ + num_true), &failures,
+    ForEachQuery(ctx, in, proposal, in.QueryCost(r.num_sampled + r.num_true), &failures,
                  [&](int64_t b, const LshQuery& query) {
-                   Random rng(QuerySeed(block, b));
-                   const int64_t first = b * num_sampled_, last = first + num_sampled_;
+                   Random rng(QuerySeed(*r.block, b));
+                   const int64_t first = b * r.num_sampled, last = first + r.num_sampled;
                    for (int64_t s = first; s < last; ++s) {
-                     ids[s] = proposal.Draw(query, &rng);
-                     if (ids[s] < 0) {
+                     r.ids[s] = proposal.Draw(query, &rng);
+                     if (r.ids[s] < 0) {
                        failures.member.Record(b);
                        return false;
                      }
-                     proposal.Prefetch(ids[s]);
+                     proposal.Prefetch(r.ids[s]);
                    }
-                   for (int64_t t = b * num_true; t < (b + 1) * num_true; ++t) {
+                   const int64_t* truth = r.true_classes;
+                   for (int64_t t = b * r.num_true; t < (b + 1) * r.num_true; ++t) {
                      proposal.Prefetch(truth[t]);
                    }
                    for (int64_t s = first; s < last; ++s) {
-                     log_q[s] = LogOf(proposal.Prob(query, ids[s]));
+                     r.log_q[s] = LogOf(proposal.Prob(query, r.ids[s]));
                    }
-                   for (int64_t t = b * num_true; t < (b + 1) * num_true; ++t) {
-                     true_log_q[t] = LogOf(proposal.Prob(query, truth[t]));
+                   for (int64_t t = b * r.num_true; t < (b + 1) * r.num_true; ++t) {
+                     r.true_log_q[t] = LogOf(proposal.Prob(query, truth[t]));
                    }
                    return true;
                  });
-    OP_REQUIRES_OK(ctx, failures.Status(in.tables.view));
+    return failures.Status(in.tables.view);
   }
 
- private:
-  LshAttrs attrs_;
-  int64_t num_sampled_;
-  float epsilon_;
-  SampleStream stream_;
-};
-
-class LshLogProbOp : public OpKernel {
- public:
-  explicit LshLogProbOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ParseEpsilon(ctx, &epsilon_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    LshQueryInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
-    const Tensor& classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, in.CheckIds(classes, "classes"));
-    const int64_t n = classes.dim_size(1);
-    Tensor* log_q_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({in.batch, n}), &log_q_t));
-    if (in.batch == 0 || n == 0) return;
+  absl::Status LogProb(OpKernelContext* ctx, const Inputs& in,
+                       const LogProbRequest& r) const {
     const LshProposal proposal(in.tables.view, epsilon_);
-    const int64_t* ids = classes.flat<int64_t>().data();
-    float* log_q = log_q_t->flat<float>().data();
     ReadFailures failures;
-    ForEachQuery(ctx, in, proposal, in.QueryCost(n), &failures,
+    ForEachQuery(ctx, in, proposal, in.QueryCost(r.n), &failures,
                  [&](int64_t b, const LshQuery& query) {
-                   for (int64_t k = b * n; k < (b + 1) * n; ++k) {
-                     log_q[k] = LogOf(proposal.Prob(query, ids[k]));
+                   for (int64_t k = b * r.n; k < (b + 1) * r.n; ++k) {
+                     r.log_q[k] = LogOf(proposal.Prob(query, r.classes[k]));
                    }
                    return true;
                  });
-    OP_REQUIRES_OK(ctx, failures.Status(in.tables.view));
+    return failures.Status(in.tables.view);
   }
 
- private:
-  LshAttrs attrs_;
-  float epsilon_;
-};
-
-class LshCandidateSamplerOp : public OpKernel {
- public:
-  explicit LshCandidateSamplerOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, attrs_.Parse(ctx));
-    OP_REQUIRES_OK(ctx, ParseEpsilon(ctx, &epsilon_));
-    OP_REQUIRES_OK(ctx, ParsePositive(ctx, "num_true", &num_true_));
-    OP_REQUIRES_OK(ctx, ParsePositive(ctx, "num_sampled", &num_sampled_));
-    OP_REQUIRES_OK(ctx, ParsePositive(ctx, "range_max", &range_max_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("unique", &unique_));
-    OP_REQUIRES(ctx, !unique_ || num_sampled_ <= range_max_,
-                errors::InvalidArgument("num_sampled (", num_sampled_,
-                                        ") must be <= range_max (", range_max_,
-                                        ") when unique=True"));
-    OP_REQUIRES_OK(ctx, stream_.Init(ctx));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    LshQueryInputs in;
-    OP_REQUIRES_OK(ctx, in.Parse(ctx, attrs_));
+  absl::Status SampleShared(OpKernelContext* ctx, const Inputs& in,
+                            const SharedRequest& r, int64_t* num_tries) const {
     const TableView& view = in.tables.view;
-    OP_REQUIRES(ctx, range_max_ == view.shape.num_classes,
-                errors::InvalidArgument(
-                    "range_max (", range_max_,
-                    ") must equal the sampler's number of classes (",
-                    view.shape.num_classes, ")"));
-    const Tensor& true_classes = ctx->input(5);
-    OP_REQUIRES_OK(ctx, in.CheckIds(true_classes, "true_classes"));
-    OP_REQUIRES(ctx, true_classes.dim_size(1) == num_true_,
-                errors::InvalidArgument(
-                    "true_classes must have num_true=", num_true_,
-                    " columns, got shape ", true_classes.shape().DebugString()));
-    ::tensorflow::random::PhiloxRandom block;
-    OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, kCounterInput, &block));
-    Tensor *sampled_t, *true_count_t, *sampled_count_t;
-    OP_REQUIRES_OK(ctx, AllocateCandidateOutputs(ctx, in.batch, num_sampled_, num_true_,
-                                                 &sampled_t, &true_count_t,
-                                                 &sampled_count_t));
-    int64_t* sampled = sampled_t->flat<int64_t>().data();
-    // The count outputs hold log q until the number of tries is known.
-    float* sampled_log_q = sampled_count_t->flat<float>().data();
-    float* true_log_q = true_count_t->flat<float>().data();
-
     const LshProposal proposal(view, epsilon_);
-    std::vector<LshQuery> queries(in.batch);
+    std::vector<LshQuery> queries(r.batch);
     ReadFailures failures;
     ForEachQuery(ctx, in, proposal, in.QueryCost(0), &failures,
                  [&](int64_t b, const LshQuery& query) {
                    queries[b] = query;
                    return true;
                  });
-    OP_REQUIRES_OK(ctx, failures.Status(view));
+    TF_RETURN_IF_ERROR(failures.Status(view));
     const LshMixture mixture(proposal, std::move(queries));
 
-    Random rng(QuerySeed(block, 0));
+    Random rng(QuerySeed(r.block, 0));
     auto draw = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
       for (int64_t i = 0; i < n; ++i) {
         ids[i] = mixture.Draw(&rng);
@@ -268,31 +181,22 @@ class LshCandidateSamplerOp : public OpKernel {
       }
       return absl::OkStatus();
     };
-    int64_t num_tries;
-    OP_REQUIRES_OK(ctx, SampleCandidates(unique_, num_sampled_, range_max_, draw, sampled,
-                                         sampled_log_q, &num_tries));
-    const int64_t* truth = true_classes.flat<int64_t>().data();
-    ParallelFor(ctx, in.batch * num_true_, 4 * view.shape.num_tables,
+    TF_RETURN_IF_ERROR(SampleCandidates(r.unique, r.num_sampled, r.range_max, draw,
+                                        r.sampled, r.sampled_log_q, num_tries));
+    ParallelFor(ctx, r.batch * r.num_true, 4 * view.shape.num_tables,
                 [&](int64_t begin, int64_t end) {
                   for (int64_t i = begin; i < end; ++i) {
-                    true_log_q[i] = LogOf(mixture.Prob(truth[i]));
+                    r.true_log_q[i] = LogOf(mixture.Prob(r.true_classes[i]));
                   }
                 });
-    LogQToExpectedCounts(sampled_log_q, num_sampled_, num_sampled_, num_tries);
-    LogQToExpectedCounts(true_log_q, in.batch * num_true_, num_sampled_, num_tries);
+    return absl::OkStatus();
   }
 
  private:
   LshAttrs attrs_;
   float epsilon_;
-  int64_t num_true_, num_sampled_, range_max_;
-  bool unique_;
-  SampleStream stream_;
 };
 
-REGISTER_KERNEL_BUILDER(Name("TfSampled>LshSample").Device(DEVICE_CPU), LshSampleOp);
-REGISTER_KERNEL_BUILDER(Name("TfSampled>LshLogProb").Device(DEVICE_CPU), LshLogProbOp);
-REGISTER_KERNEL_BUILDER(Name("TfSampled>LshCandidateSampler").Device(DEVICE_CPU),
-                        LshCandidateSamplerOp);
+TF_SAMPLED_REGISTER_SAMPLER_KERNELS("Lsh", LshFamily);
 
 }  // namespace tf_sampled

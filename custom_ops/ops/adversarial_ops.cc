@@ -1,7 +1,7 @@
 // Op registrations for the adversarial auxiliary-model sampler (Bamler &
 // Mandt 2020): fitting the tree, and sampling / log p_n from it. Inputs are
 // the PCA-projected inputs [batch, k]; the tree is params [C, k + 1],
-// class_of_leaf and leaf_of_class [C] (see core/aux_tree.h). The kernels
+// class_of_leaf and leaf_of_class [C] (see core/adversarial_tree.h). The kernels
 // check everything again with messages naming the argument.
 #include "custom_ops/ops/sampling_shapes.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
@@ -14,7 +14,7 @@ using ::tensorflow::shape_inference::DimensionHandle;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-REGISTER_OP("TfSampled>AuxTreeFit")
+REGISTER_OP("TfSampled>AdversarialTreeFit")
     .Input("features: float")
     .Input("labels: int64")
     .Output("params: float")
@@ -62,7 +62,7 @@ static absl::Status TreeQueryShape(InferenceContext* c, DimensionHandle* batch) 
   return absl::OkStatus();
 }
 
-REGISTER_OP("TfSampled>AuxTreeSample")
+REGISTER_OP("TfSampled>AdversarialTreeSample")
     .Input("params: float")
     .Input("class_of_leaf: int64")
     .Input("leaf_of_class: int64")
@@ -72,7 +72,7 @@ REGISTER_OP("TfSampled>AuxTreeSample")
     .Output("ids: int64")
     .Output("log_q: float")
     .Output("true_log_q: float")
-    .Attr("num_sampled: int")
+    .Attr("num_sampled: int >= 1")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
     .SetIsStateful()
@@ -91,7 +91,7 @@ the call's stream, so the same seeds and counter give the same samples in any
 process.
 )doc");
 
-REGISTER_OP("TfSampled>AuxTreeLogProb")
+REGISTER_OP("TfSampled>AdversarialTreeLogProb")
     .Input("params: float")
     .Input("class_of_leaf: int64")
     .Input("leaf_of_class: int64")
@@ -107,7 +107,7 @@ REGISTER_OP("TfSampled>AuxTreeLogProb")
 log p_n(classes[b, j] | inputs[b]) under the auxiliary tree.
 )doc");
 
-REGISTER_OP("TfSampled>AuxTreeCandidateSampler")
+REGISTER_OP("TfSampled>AdversarialTreeCandidateSampler")
     .Input("params: float")
     .Input("class_of_leaf: int64")
     .Input("leaf_of_class: int64")
@@ -117,10 +117,10 @@ REGISTER_OP("TfSampled>AuxTreeCandidateSampler")
     .Output("sampled_candidates: int64")
     .Output("true_expected_count: float")
     .Output("sampled_expected_count: float")
-    .Attr("num_true: int")
-    .Attr("num_sampled: int")
+    .Attr("num_true: int >= 1")
+    .Attr("num_sampled: int >= 1")
     .Attr("unique: bool")
-    .Attr("range_max: int")
+    .Attr("range_max: int >= 1")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
     .SetIsStateful()

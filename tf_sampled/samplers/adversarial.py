@@ -124,7 +124,7 @@ class AdversarialSampler(base.Sampler):
         """Fits the auxiliary model to training data (once, before training).
 
         PCA (whitened) onto `projection_dim` components, then the tree greedily
-        top-down in C++ (`TfSampled>AuxTreeFit`): per node `num_iterations`
+        top-down in C++ (`TfSampled>AdversarialTreeFit`): per node `num_iterations`
         rounds of `newton_steps` Newton steps of a ridge (`l2`) logistic
         regression and a balanced re-assignment of the classes. Every example
         is processed at one node per level: O(N log C (projection_dim + 1)^2
@@ -181,7 +181,7 @@ class AdversarialSampler(base.Sampler):
         mean, projection = _pca(features, projection_dim)
         projected = np.concatenate([(features[s:s + _FIT_CHUNK] - mean) @ projection
                                     for s in range(0, n, _FIT_CHUNK)]).astype(np.float32)
-        params, leaf_of_class, class_of_leaf = _ops.load_ops().tf_sampled_aux_tree_fit(
+        params, leaf_of_class, class_of_leaf = _ops.load_ops().tf_sampled_adversarial_tree_fit(
             features=projected, labels=labels.astype(np.int64), num_classes=num_classes,
             num_iterations=num_iterations, newton_steps=newton_steps, l2=float(l2))
         return cls(mean, projection, params.numpy(), leaf_of_class.numpy(),
@@ -246,7 +246,7 @@ class AdversarialSampler(base.Sampler):
             true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
         true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
         seed1, seed2, counter = self.stream.next(seed)
-        ids, log_q, true_log_q = self._library.tf_sampled_aux_tree_sample(
+        ids, log_q, true_log_q = self._library.tf_sampled_adversarial_tree_sample(
             true_classes=true_classes, counter=counter, num_sampled=num_sampled, seed=seed1,
             seed2=seed2, **args)
         return base.SampledCandidates(ids, log_q, true_log_q)
@@ -254,7 +254,7 @@ class AdversarialSampler(base.Sampler):
     def log_prob(self, inputs, classes):
         args = self._tree_args(inputs)
         classes = base.as_class_matrix(classes, "classes", args["inputs"].shape[0])
-        return self._library.tf_sampled_aux_tree_log_prob(classes=classes, **args)
+        return self._library.tf_sampled_adversarial_tree_log_prob(classes=classes, **args)
 
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
                           seed=None, name=None, inputs=None):
@@ -265,7 +265,7 @@ class AdversarialSampler(base.Sampler):
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
         with tf.name_scope(name or "adversarial_candidate_sampler"):
             seed1, seed2, counter = self.stream.next(seed)
-            return self._library.tf_sampled_aux_tree_candidate_sampler(
+            return self._library.tf_sampled_adversarial_tree_candidate_sampler(
                 true_classes=true_classes, counter=counter, num_true=num_true,
                 num_sampled=num_sampled, unique=bool(unique), range_max=range_max, seed=seed1,
                 seed2=seed2, **args)

@@ -1,4 +1,4 @@
-#include "custom_ops/core/aux_tree_fit.h"
+#include "custom_ops/core/adversarial_tree_fit.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include <numeric>
 #include <vector>
 
-#include "custom_ops/core/aux_tree.h"
+#include "custom_ops/core/adversarial_tree.h"
 #include "custom_ops/core/multiversion.h"
 
 namespace tf_sampled {
@@ -70,8 +70,8 @@ bool SolveSpd(int64_t m, double* a, double* b) {
 class Fitter {
  public:
   Fitter(const float* features, const int64_t* labels, int64_t n, int64_t k,
-         int64_t num_classes, const AuxTreeFitOptions& options,
-         const AuxParallelFor& parallel_for, float* params,
+         int64_t num_classes, const AdversarialTreeFitOptions& options,
+         const ParallelRange& parallel_for, float* params,
          int64_t* leaf_of_class, int64_t* class_of_leaf)
       : n_(n),
         k_(k),
@@ -372,8 +372,8 @@ class Fitter {
   }
 
   const int64_t n_, k_, m_, c_;
-  const AuxTreeFitOptions options_;
-  const AuxParallelFor& parallel_for_;
+  const AdversarialTreeFitOptions options_;
+  const ParallelRange& parallel_for_;
   float* params_;
   int64_t* leaf_of_class_;
   int64_t* class_of_leaf_;
@@ -384,10 +384,10 @@ class Fitter {
 
 }  // namespace
 
-void FitAuxTree(const float* features, const int64_t* labels, int64_t n,
-                int64_t k, int64_t num_classes, const AuxTreeFitOptions& options,
-                const AuxParallelFor& parallel_for, float* params,
-                int64_t* leaf_of_class, int64_t* class_of_leaf) {
+void FitAdversarialTree(const float* features, const int64_t* labels, int64_t n, int64_t k,
+                        int64_t num_classes, const AdversarialTreeFitOptions& options,
+                        const ParallelRange& parallel_for, float* params,
+                        int64_t* leaf_of_class, int64_t* class_of_leaf) {
   Fitter fitter(features, labels, n, k, num_classes, options, parallel_for,
                 params, leaf_of_class, class_of_leaf);
   fitter.Run();

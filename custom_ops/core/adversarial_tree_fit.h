@@ -15,34 +15,31 @@
 // O(C log C) for the re-assignments. Classes without examples rank with
 // Delta = 0 (mid-field); a node with no examples splits its classes
 // uniformly (b = log(n_right / n_left)).
-#ifndef TF_SAMPLED_CORE_AUX_TREE_FIT_H_
-#define TF_SAMPLED_CORE_AUX_TREE_FIT_H_
+#ifndef TF_SAMPLED_CORE_ADVERSARIAL_TREE_FIT_H_
+#define TF_SAMPLED_CORE_ADVERSARIAL_TREE_FIT_H_
 
 #include <cstdint>
 #include <functional>
 
+#include "custom_ops/core/parallel_range.h"
+
 namespace tf_sampled {
 
-struct AuxTreeFitOptions {
+struct AdversarialTreeFitOptions {
   int64_t num_iterations = 2;  // re-assignment rounds per node
   int64_t newton_steps = 2;    // Newton steps before each re-assignment
   double l2 = 0.1;             // ridge on (w, b), as in the paper
 };
 
-// fn(begin, end) over [0, total), possibly in parallel; cost is a rough
-// per-item estimate. An empty function runs serially.
-using AuxParallelFor = std::function<void(
-    int64_t total, int64_t cost, const std::function<void(int64_t, int64_t)>&)>;
-
 // Fits the tree to `n` examples: projected features [n, k] (finite) and
 // labels [n] in [0, num_classes), num_classes >= 2. Writes params
 // [num_classes, k + 1] (row 0 zero), leaf_of_class and class_of_leaf
-// [num_classes] (inverse permutations).
-void FitAuxTree(const float* features, const int64_t* labels, int64_t n,
-                int64_t k, int64_t num_classes, const AuxTreeFitOptions& options,
-                const AuxParallelFor& parallel_for, float* params,
-                int64_t* leaf_of_class, int64_t* class_of_leaf);
+// [num_classes] (inverse permutations). An empty parallel_for runs serially.
+void FitAdversarialTree(const float* features, const int64_t* labels, int64_t n, int64_t k,
+                        int64_t num_classes, const AdversarialTreeFitOptions& options,
+                        const ParallelRange& parallel_for, float* params,
+                        int64_t* leaf_of_class, int64_t* class_of_leaf);
 
 }  // namespace tf_sampled
 
-#endif  // TF_SAMPLED_CORE_AUX_TREE_FIT_H_
+#endif  // TF_SAMPLED_CORE_ADVERSARIAL_TREE_FIT_H_

@@ -11,8 +11,8 @@
 // Node v goes right with probability sigma(w_v . x + b_v), where x is the
 // k-dim projected input and params row v = [w_v (k), b_v]. Row 0 is unused.
 // log p_n(y|x) = sum over y's path of log sigma(+-(w_v . x + b_v)).
-#ifndef TF_SAMPLED_CORE_AUX_TREE_H_
-#define TF_SAMPLED_CORE_AUX_TREE_H_
+#ifndef TF_SAMPLED_CORE_ADVERSARIAL_TREE_H_
+#define TF_SAMPLED_CORE_ADVERSARIAL_TREE_H_
 
 #include <cmath>
 #include <cstdint>
@@ -33,7 +33,7 @@ int64_t LeavesUnder(int64_t node, int64_t num_leaves);
 // A fitted tree, read in place. `params` is [C, k + 1]; `class_of_leaf` and
 // `leaf_of_class` are [C] (inverse permutations; only the entries a call
 // reads are checked, so a corrupt table gives an error, not a wild read).
-struct AuxTreeView {
+struct AdversarialTreeView {
   int64_t num_classes = 0;
   int64_t dim = 0;  // k
   const float* params = nullptr;
@@ -46,7 +46,7 @@ struct AuxTreeView {
 
 // What a query found wrong in the tree it read (only read entries are
 // checked: a full check would cost O(C k) per call).
-enum class AuxTreeStatus {
+enum class AdversarialTreeStatus {
   kOk,
   kNonFiniteLogit,    // a node's params (with this input) give NaN/Inf
   kBadClassOfLeaf,    // class_of_leaf holds an id outside [0, C)
@@ -54,7 +54,7 @@ enum class AuxTreeStatus {
 };
 
 // Per-query scratch, reused by one thread.
-struct AuxQueryState {
+struct AdversarialQueryState {
   struct Pending {
     int64_t node;
     int64_t count;
@@ -66,14 +66,16 @@ struct AuxQueryState {
 // Draws `num_sampled` classes iid from p_n(.|x) by one descent that splits
 // the draws between children (a binomial per node visited), in random
 // order, with their exact log p_n.
-AuxTreeStatus AuxTreeSample(const AuxTreeView& tree, const float* x,
-                   int64_t num_sampled, Random* rng, AuxQueryState* state,
-                   int64_t* ids, float* log_q);
+AdversarialTreeStatus AdversarialTreeSample(const AdversarialTreeView& tree,
+                                            const float* x, int64_t num_sampled,
+                                            Random* rng, AdversarialQueryState* state,
+                                            int64_t* ids, float* log_q);
 
 // log p_n(classes[i] | x) for `n` class ids in [0, C).
-AuxTreeStatus AuxTreeLogProb(const AuxTreeView& tree, const float* x,
-                    const int64_t* classes, int64_t n, double* log_q);
+AdversarialTreeStatus AdversarialTreeLogProb(const AdversarialTreeView& tree,
+                                             const float* x, const int64_t* classes,
+                                             int64_t n, double* log_q);
 
 }  // namespace tf_sampled
 
-#endif  // TF_SAMPLED_CORE_AUX_TREE_H_
+#endif  // TF_SAMPLED_CORE_ADVERSARIAL_TREE_H_

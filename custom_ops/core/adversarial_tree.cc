@@ -1,4 +1,4 @@
-#include "custom_ops/core/aux_tree.h"
+#include "custom_ops/core/adversarial_tree.h"
 
 #include <algorithm>
 #include <utility>
@@ -21,24 +21,25 @@ int64_t LeavesUnder(int64_t node, int64_t num_leaves) {
   return count;
 }
 
-double AuxTreeView::NodeLogit(int64_t node, const float* x) const {
+double AdversarialTreeView::NodeLogit(int64_t node, const float* x) const {
   const float* row = params + node * (dim + 1);
   return double(DotFloat(row, x, dim)) + row[dim];
 }
 
-AuxTreeStatus AuxTreeSample(const AuxTreeView& tree, const float* x,
-                   int64_t num_sampled, Random* rng, AuxQueryState* state,
-                   int64_t* ids, float* log_q) {
+AdversarialTreeStatus AdversarialTreeSample(const AdversarialTreeView& tree,
+                                            const float* x, int64_t num_sampled,
+                                            Random* rng, AdversarialQueryState* state,
+                                            int64_t* ids, float* log_q) {
   const int64_t c = tree.num_classes;
   int64_t filled = 0;
   state->stack.clear();
   state->stack.push_back({1, num_sampled, 0.0});
   while (!state->stack.empty()) {
-    const AuxQueryState::Pending item = state->stack.back();
+    const AdversarialQueryState::Pending item = state->stack.back();
     state->stack.pop_back();
     if (item.node >= c) {
       const int64_t id = tree.class_of_leaf[item.node - c];
-      if (id < 0 || id >= c) return AuxTreeStatus::kBadClassOfLeaf;
+      if (id < 0 || id >= c) return AdversarialTreeStatus::kBadClassOfLeaf;
       for (int64_t k = 0; k < item.count; ++k) {
         ids[filled] = id;
         log_q[filled] = static_cast<float>(item.log_p);
@@ -47,7 +48,7 @@ AuxTreeStatus AuxTreeSample(const AuxTreeView& tree, const float* x,
       continue;
     }
     const double z = tree.NodeLogit(item.node, x);
-    if (!std::isfinite(z)) return AuxTreeStatus::kNonFiniteLogit;
+    if (!std::isfinite(z)) return AdversarialTreeStatus::kNonFiniteLogit;
     const double log_right = LogSigmoid(z);
     const double log_left = log_right - z;  // log sigma(-z), without a 2nd log
     const double p_right = std::exp(log_right);
@@ -68,24 +69,25 @@ AuxTreeStatus AuxTreeSample(const AuxTreeView& tree, const float* x,
     std::swap(ids[i], ids[j]);
     std::swap(log_q[i], log_q[j]);
   }
-  return AuxTreeStatus::kOk;
+  return AdversarialTreeStatus::kOk;
 }
 
-AuxTreeStatus AuxTreeLogProb(const AuxTreeView& tree, const float* x,
-                    const int64_t* classes, int64_t n, double* log_q) {
+AdversarialTreeStatus AdversarialTreeLogProb(const AdversarialTreeView& tree,
+                                             const float* x, const int64_t* classes,
+                                             int64_t n, double* log_q) {
   const int64_t c = tree.num_classes;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t slot = tree.leaf_of_class[classes[i]];
-    if (slot < 0 || slot >= c) return AuxTreeStatus::kBadLeafOfClass;
+    if (slot < 0 || slot >= c) return AdversarialTreeStatus::kBadLeafOfClass;
     double log_p = 0;
     for (int64_t node = c + slot; node > 1; node >>= 1) {
       const double z = tree.NodeLogit(node >> 1, x);
-      if (!std::isfinite(z)) return AuxTreeStatus::kNonFiniteLogit;
+      if (!std::isfinite(z)) return AdversarialTreeStatus::kNonFiniteLogit;
       log_p += LogSigmoid((node & 1) ? z : -z);
     }
     log_q[i] = log_p;
   }
-  return AuxTreeStatus::kOk;
+  return AdversarialTreeStatus::kOk;
 }
 
 }  // namespace tf_sampled
