@@ -78,7 +78,7 @@ def main():
     head = model.get_layer("head")
     # Every replica's copy of the table and the sampler's state.
     state = {}
-    for variable in [head.kernel, head.bias]:
+    for variable in [head.embeddings, head.bias]:
         for r, value in enumerate(strategy.experimental_local_results(variable.value)):
             state[f"{variable.name}/replica{r}"] = value.numpy()
     for variable in head.sampler.variables:

@@ -63,7 +63,7 @@ def layer_args(sampler, num_classes, directory):
 
 def expected_scores(head, h, loss):
     """h W^T + b (+ log p_n): [batch, C] float64, from NumPy or a NumPy walk."""
-    scores = h.astype(np.float64) @ head.kernel.numpy().T.astype(np.float64)
+    scores = h.astype(np.float64) @ head.embeddings.numpy().T.astype(np.float64)
     scores += head.bias.numpy()
     if loss == "sampled_softmax":
         return scores
@@ -86,7 +86,7 @@ def layer_cases(num_classes, directory, rng):
         inputs = keras.Input([DIM])
         head = tfs.layers.SampledSoftmax(
             num_classes, num_sampled=1, loss=loss, seed=1, eval_chunk_size=2,
-            eval_top_k=(1,), kernel_initializer="random_normal",
+            eval_top_k=(1,), embeddings_initializer="random_normal",
             **layer_args(sampler, num_classes, directory))
         model = tfs.layers.SampledSoftmaxModel(inputs, head(inputs))
         model.compile()

@@ -80,7 +80,7 @@ def test_layer_dtype_other_than_float32_variables_is_refused(dtype):
 def test_mixed_policy_keeps_a_float32_table(data):
     x, y = data
     model = head_model(dtype="mixed_float16")
-    assert model.sampled_softmax.kernel.dtype == "float32"
+    assert model.sampled_softmax.embeddings.dtype == "float32"
     fit_weights(model, (x, y))
     assert np.isfinite(model.evaluate(x, y, verbose=0)).all()
 

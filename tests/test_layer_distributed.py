@@ -31,12 +31,12 @@ model.fit(x, y, epochs=3, batch_size=128, verbose=0)
 after = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
 head = model.sampled_softmax
 copies = {}
-for variable in [head.sampler.nodes, head.sampler.rows, head.kernel.value, head.bias.value]:
+for variable in [head.sampler.nodes, head.sampler.rows, head.embeddings.value, head.bias.value]:
     values = [v.numpy() for v in strategy.experimental_local_results(variable)]
     assert len(values) == 2, len(values)
     copies[variable.name] = values
     print(variable.name, "identical", all(np.array_equal(values[0], v) for v in values))
-table = np.concatenate([copies["head/kernel:0"][0], copies["head/bias:0"][0][:, None]], 1)
+table = np.concatenate([copies["head/embeddings:0"][0], copies["head/bias:0"][0][:, None]], 1)
 print("rows follow the table", np.allclose(copies["head/kernel_sampler/rows:0"][0], table))
 rebuilt = head.sampler._build(tf.constant(table)).numpy()
 print("tree follows the table",

@@ -91,7 +91,7 @@ def test_call_predict_and_evaluate_use_logits_plus_log_noise(kind, tmp_path):
         model.fit(x, y, epochs=1, batch_size=128, verbose=0)
     head = model.sampled_softmax
     h = hidden(model, x)
-    logits = h @ head.kernel.numpy().T + head.bias.numpy()
+    logits = h @ head.embeddings.numpy().T + head.bias.numpy()
     scores = logits + noise_oracle(kind, head, h, y)
     np.testing.assert_allclose(model.predict(x, verbose=0), scores, rtol=1e-5, atol=2e-5)
     # evaluate: chunks of 7 classes (3 subtrees for the tree) against the full scores.
@@ -110,7 +110,7 @@ def test_probabilities_and_top_k_rank_the_corrected_scores(tmp_path):
     layer = tfs.layers.SampledSoftmax(C, output="probabilities", top_k=4, **args)
     h = np.random.default_rng(3).normal(size=(32, 16)).astype(np.float32)
     result = layer(h)
-    scores = (h @ layer.kernel.numpy().T + layer.bias.numpy()
+    scores = (h @ layer.embeddings.numpy().T + layer.bias.numpy()
               + oracle_log_probs(layer.sampler, h))
     probs = np.exp(scores - scores.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
@@ -118,7 +118,7 @@ def test_probabilities_and_top_k_rank_the_corrected_scores(tmp_path):
     np.testing.assert_allclose(result["scores"].numpy(), -np.sort(-probs, axis=1)[:, :4],
                                rtol=1e-4, atol=1e-7)
     # The correction changes the ranking (else this test would prove nothing).
-    plain = h @ layer.kernel.numpy().T + layer.bias.numpy()
+    plain = h @ layer.embeddings.numpy().T + layer.bias.numpy()
     assert not np.array_equal(np.argsort(-plain, axis=1)[:, :4], result["ids"].numpy())
 
 
@@ -144,7 +144,7 @@ def test_sampled_loss_is_the_negative_sampling_loss_and_ess_weights_are_exp_xi()
         negative_sampling_regularizer=0.3, bias_initializer="random_normal", ess_rows=4)
     h = rng.normal(size=(batch, 7)).astype(np.float32)
     losses, touched, ess = layer.sampled_loss(h, labels)
-    W, b = layer.kernel.numpy(), layer.bias.numpy()
+    W, b = layer.embeddings.numpy(), layer.bias.numpy()
     log_sig = lambda z: -np.logaddexp(0, -z)  # noqa: E731
     xi_y = (h * W[labels]).sum(1) + b[labels]
     xi_s = np.einsum("bd,bsd->bs", h, W[ids]) + b[ids]
@@ -196,7 +196,7 @@ def test_fit_on_hierarchical_data_recovers_the_softmax_only_with_the_correction(
         model.fit(x, y, epochs=3, batch_size=256, verbose=0)
         after = model.evaluate(x_val, y_val, batch_size=512, verbose=0, return_dict=True)
         head = model.sampled_softmax
-        plain_ce, _ = softmax_stats(x_val @ head.kernel.numpy().T + head.bias.numpy(), y_val)
+        plain_ce, _ = softmax_stats(x_val @ head.embeddings.numpy().T + head.bias.numpy(), y_val)
         results[name] = (before["loss"], after["loss"], plain_ce.mean())
     before, after, plain = results["adversarial"]
     # Measured: before 3.10 (p_n alone), after 1.03, uncorrected logits 7.52;

@@ -38,7 +38,7 @@ def test_sampled_loss_and_ess_match_numpy():
                                       bias_initializer="random_normal")
     h = rng.normal(size=(B, 7)).astype(np.float32)
     losses, touched, ess = layer.sampled_loss(h, labels)
-    W, b = layer.kernel.numpy(), layer.bias.numpy()
+    W, b = layer.embeddings.numpy(), layer.bias.numpy()
     np.testing.assert_allclose(
         losses.numpy(), numpy_loss(W, b, labels[:, None], h, ids, log_q, true_log_q, True, True),
         rtol=1e-5)
@@ -132,13 +132,13 @@ def test_inference_outputs_against_numpy():
     for output in ("logits", "probabilities"):
         model = build(C, output=output, top_k=None, bias_initializer="random_normal")
         head = model.sampled_softmax
-        logits = hidden(model, x) @ head.kernel.numpy().T + head.bias.numpy()
+        logits = hidden(model, x) @ head.embeddings.numpy().T + head.bias.numpy()
         expected = (logits if output == "logits"
                     else np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
     model = build(C, top_k=3, output="probabilities")
     head = model.sampled_softmax
-    logits = hidden(model, x) @ head.kernel.numpy().T + head.bias.numpy()
+    logits = hidden(model, x) @ head.embeddings.numpy().T + head.bias.numpy()
     result = model.predict(x, verbose=0)
     np.testing.assert_array_equal(result["ids"], np.argsort(-logits, axis=1)[:, :3])
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -147,7 +147,7 @@ def test_inference_outputs_against_numpy():
 
 def tree_matches_table(head):
     sampler = head.sampler
-    rows = np.concatenate([head.kernel.numpy(), head.bias.numpy()[:, None]], 1)
+    rows = np.concatenate([head.embeddings.numpy(), head.bias.numpy()[:, None]], 1)
     rebuilt = sampler._build(tf.constant(rows)).numpy()  # pylint: disable=protected-access
     return (np.allclose(sampler.rows.numpy(), rows, rtol=1e-6, atol=1e-7)
             and np.allclose(sampler.nodes.numpy(), rebuilt, rtol=1e-5))
@@ -177,11 +177,11 @@ def test_rolling_slice_refreshes_a_window_per_step():
                                       refresh_touched=False, refresh_slice=128)
     layer.build((None, 4))
     old = layer.sampler.rows.numpy().copy()
-    layer.kernel.assign(layer.kernel.numpy() + 1.0)
+    layer.embeddings.assign(layer.embeddings.numpy() + 1.0)
     nothing = tf.zeros([0], tf.int64)
     layer.update_sampler(nothing)
     rows = layer.sampler.rows.numpy()[:, :4]
-    np.testing.assert_allclose(rows[:128], layer.kernel.numpy()[:128])
+    np.testing.assert_allclose(rows[:128], layer.embeddings.numpy()[:128])
     np.testing.assert_allclose(rows[128:], old[128:, :4])
     layer.update_sampler(nothing)
     layer.update_sampler(nothing)  # wraps around: 384 > 300 rows
@@ -218,7 +218,7 @@ def test_bad_input_is_named():
         model.fit(x, np.full([4], C, np.int64), verbose=0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be >= 0"):
         model.fit(x, np.full([4], -1, np.int64), verbose=0)
-    assert np.isfinite(model.sampled_softmax.kernel.numpy()).all()
+    assert np.isfinite(model.sampled_softmax.embeddings.numpy()).all()
 
 
 def test_output_must_be_a_sampled_softmax():
@@ -229,16 +229,16 @@ def test_output_must_be_a_sampled_softmax():
 
 def test_sample_weights_weight_the_sampled_loss():
     x, y = task(C, n=128)
-    kernels = {}
+    updates = {}
     for name, weights in [("none", None), ("ones", np.ones(128, np.float32)),
                           ("zeros", np.zeros(128, np.float32))]:
         model = build(C, num_sampled=8, seed=5)
         model.compile(keras.optimizers.SGD(1.0))
-        start = model.sampled_softmax.kernel.numpy()
+        start = model.sampled_softmax.embeddings.numpy()
         history = model.fit(x, y, sample_weight=weights, batch_size=128, verbose=0)
-        kernels[name] = model.sampled_softmax.kernel.numpy() - start
+        updates[name] = model.sampled_softmax.embeddings.numpy() - start
         if name == "zeros":
             assert history.history["loss"] == [0.0]
-    np.testing.assert_allclose(kernels["ones"], kernels["none"], atol=1e-7)
-    assert np.abs(kernels["none"]).max() > 1e-3
-    np.testing.assert_array_equal(kernels["zeros"], 0.0)
+    np.testing.assert_allclose(updates["ones"], updates["none"], atol=1e-7)
+    assert np.abs(updates["none"]).max() > 1e-3
+    np.testing.assert_array_equal(updates["zeros"], 0.0)

@@ -91,7 +91,7 @@ def test_the_layer_names_samplers_through_the_registry():
                                       sampler_options={"leaf_size": 5,
                                                        "feature_map": "quadratic"})
     layer.build((None, DIM))
-    direct = tfs.samplers.get("kernel", layer.kernel, biases=layer.bias, leaf_size=5,
+    direct = tfs.samplers.get("kernel", layer.embeddings, biases=layer.bias, leaf_size=5,
                               feature_map="quadratic")
     assert type(layer.sampler) is type(direct) and layer.sampler.leaf_size == direct.leaf_size
     np.testing.assert_array_equal(layer.sampler.nodes.numpy(), direct.nodes.numpy())

@@ -61,8 +61,8 @@ def _check_labels(labels, inputs):
 class SampledSoftmax(keras.layers.Layer):
     """Softmax output layer over many classes, trained with sampled negatives.
 
-    The layer owns the class embeddings `kernel` [num_classes, dim] and
-    `bias` [num_classes]; logits are inputs @ kernel^T + bias. Calling it
+    The layer owns the class embeddings `embeddings` [num_classes, dim] and
+    `bias` [num_classes]; logits are inputs @ embeddings^T + bias. Calling it
     (inference, `model.predict`, a served SavedModel) gives the full softmax
     with plain TensorFlow ops only. Training goes through `sampled_loss`
     (which `tf_sampled.layers.SampledSoftmaxModel.fit` calls): S negatives per
@@ -132,7 +132,7 @@ class SampledSoftmax(keras.layers.Layer):
       ess_rows: examples of each batch whose importance-weight ESS is tracked
         (the signal costs ess_rows * S row reads, not batch * S).
       use_bias: whether the layer has class biases.
-      kernel_initializer: initializer of the class embeddings; defaults to a
+      embeddings_initializer: initializer of the class embeddings; defaults to a
         truncated normal with stddev 1 / sqrt(dim).
       bias_initializer: initializer of the biases.
       seed: op seed of the sampler's draws. The draws are a function of the
@@ -155,7 +155,7 @@ class SampledSoftmax(keras.layers.Layer):
                  remove_accidental_hits=None, subtract_log_q_true=None, output="logits",
                  top_k=None, refresh_touched=True, refresh_every=None, refresh_slice=None,
                  eval_top_k=(1, 5), eval_chunk_size=chunked.DEFAULT_CHUNK_SIZE, ess_rows=32,
-                 use_bias=True, kernel_initializer=None, bias_initializer="zeros", seed=None,
+                 use_bias=True, embeddings_initializer=None, bias_initializer="zeros", seed=None,
                  loss="sampled_softmax", negative_sampling_regularizer=0.0, **kwargs):
         super().__init__(**kwargs)
         if self.dtype_policy.variable_dtype != "float32":
@@ -199,8 +199,8 @@ class SampledSoftmax(keras.layers.Layer):
         self.refresh_every = refresh_every
         self.refresh_slice = refresh_slice
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = (keras.initializers.get(kernel_initializer)
-                                   if kernel_initializer is not None else None)
+        self.embeddings_initializer = (keras.initializers.get(embeddings_initializer)
+                                       if embeddings_initializer is not None else None)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed = seed
         self.sampler = None
@@ -213,10 +213,10 @@ class SampledSoftmax(keras.layers.Layer):
         if dim is None:
             raise ValueError(f"SampledSoftmax needs a known input dim, got input shape "
                              f"{input_shape}")
-        initializer = self.kernel_initializer or keras.initializers.TruncatedNormal(
+        initializer = self.embeddings_initializer or keras.initializers.TruncatedNormal(
             stddev=1.0 / math.sqrt(dim))
-        self.kernel = self.add_weight(shape=(self.num_classes, dim), initializer=initializer,
-                                      name="kernel")
+        self.embeddings = self.add_weight(shape=(self.num_classes, dim),
+                                          initializer=initializer, name="embeddings")
         self.bias = (self.add_weight(shape=(self.num_classes,),
                                      initializer=self.bias_initializer, name="bias")
                      if self.use_bias else None)
@@ -226,7 +226,7 @@ class SampledSoftmax(keras.layers.Layer):
         self.refresh_cursor = self.add_weight(shape=(), dtype="int64", initializer="zeros",
                                               trainable=False, name="refresh_cursor")
         self.sampler = sampler_spec.make_sampler(
-            self._sampler_spec, self.sampler_options, self.num_classes, dim, self.kernel,
+            self._sampler_spec, self.sampler_options, self.num_classes, dim, self.embeddings,
             self.bias)
         if self.loss_kind == "negative_sampling":
             self._noise = noise_lib.correction_for(self.sampler)
@@ -237,7 +237,7 @@ class SampledSoftmax(keras.layers.Layer):
     def call(self, inputs):
         """Full scores or probabilities ([batch, C]), or the top-k of them.
 
-        The scores are the logits inputs @ kernel^T + bias, plus log p_n(y|x)
+        The scores are the logits inputs @ embeddings^T + bias, plus log p_n(y|x)
         with loss="negative_sampling".
 
         Args:
@@ -247,7 +247,7 @@ class SampledSoftmax(keras.layers.Layer):
           [batch, num_classes] float, or with top_k {"scores": [batch, k],
           "ids": [batch, k] int64}.
         """
-        logits = tf.matmul(inputs, tf.cast(self.kernel, inputs.dtype), transpose_b=True)
+        logits = tf.matmul(inputs, tf.cast(self.embeddings, inputs.dtype), transpose_b=True)
         if self.bias is not None:
             logits += tf.cast(self.bias, inputs.dtype)
         if self._noise is not None:
@@ -271,7 +271,7 @@ class SampledSoftmax(keras.layers.Layer):
     def _table(self):
         # The tf.Variables themselves: gathers read rows in place (a dense
         # read of a sparsely updated variable copies the whole table).
-        return self.kernel.value, (self.bias.value if self.bias is not None else None)
+        return self.embeddings.value, (self.bias.value if self.bias is not None else None)
 
     def _check_inputs(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
@@ -279,7 +279,7 @@ class SampledSoftmax(keras.layers.Layer):
             raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype.name}")
         if not self.built:
             self.build(inputs.shape)
-        dim = self.kernel.shape[1]
+        dim = self.embeddings.shape[1]
         if inputs.shape.rank != 2 or inputs.shape[1] != dim:
             raise ValueError(f"inputs must have shape [batch, {dim}], got {inputs.shape}")
         return tf.cast(inputs, tf.float32)
@@ -434,8 +434,9 @@ class SampledSoftmax(keras.layers.Layer):
             refresh_every=self.refresh_every, refresh_slice=self.refresh_slice,
             eval_top_k=list(self.eval_top_k), eval_chunk_size=self.eval_chunk_size,
             ess_rows=self.ess_rows, use_bias=self.use_bias,
-            kernel_initializer=(keras.initializers.serialize(self.kernel_initializer)
-                                if self.kernel_initializer is not None else None),
+            embeddings_initializer=(
+                keras.initializers.serialize(self.embeddings_initializer)
+                if self.embeddings_initializer is not None else None),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             seed=self.seed, loss=self.loss_kind,
             negative_sampling_regularizer=self.negative_sampling_regularizer)

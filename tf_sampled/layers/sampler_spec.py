@@ -33,7 +33,7 @@ def check_spec(sampler, options):
     return sampler, options
 
 
-def make_sampler(sampler, options, num_classes, dim, kernel, bias):
+def make_sampler(sampler, options, num_classes, dim, embeddings, bias):
     """The sampler object for a layer with the given table.
 
     Args:
@@ -41,7 +41,7 @@ def make_sampler(sampler, options, num_classes, dim, kernel, bias):
         against num_classes, and dim for input-dependent samplers).
       options: name options from `check_spec`.
       num_classes, dim: the layer's table shape.
-      kernel: [num_classes, dim] Keras variable (the class embeddings).
+      embeddings: [num_classes, dim] Keras variable (the class embeddings).
       bias: [num_classes] Keras variable, or None.
     """
     if isinstance(sampler, samplers_lib.Sampler):
@@ -56,7 +56,7 @@ def make_sampler(sampler, options, num_classes, dim, kernel, bias):
     if "feature_map" in options:
         options = dict(options, feature_map=keras.saving.deserialize_keras_object(
             options["feature_map"]))
-    return samplers_lib.get(sampler, embeddings=kernel, biases=bias, num_classes=num_classes,
+    return samplers_lib.get(sampler, embeddings=embeddings, biases=bias, num_classes=num_classes,
                             dim=dim, **options)
 
 
