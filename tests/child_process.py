@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -23,11 +22,6 @@ def _start(*argv):
                PYTHONPATH=os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-X", "faulthandler", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def start_python(script, *args):
-    """Starts the source `script` (`python -c`) in a fresh interpreter."""
-    return _start("-c", script, *args)
 
 
 def start_module(module, *args):
@@ -91,13 +85,6 @@ def run_crash_cases(module):
     """Every crash case of `module` in one interpreter (one TensorFlow import)."""
     check_crash_cases(start_crash_cases(module), crash_cases(module))
 
-
-def run_crash_cases_in_one_process(prelude, cases):
-    """Runs every case of `cases` (name -> script body) after the source
-    `prelude` in one interpreter; fails like check_crash_cases."""
-    script = prelude + "".join(f"print('CASE {case}', flush=True)\n" + textwrap.dedent(body)
-                               for case, body in sorted(cases.items()))
-    check_crash_cases(start_python(script), cases)
 
 
 def run_fuzz(module, seed, num_calls, op_names):

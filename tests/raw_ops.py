@@ -7,7 +7,6 @@ fused loss its weights and biases, the sparse optimizer steps the variable
 and its slots; tests that feed arbitrary (also
 malformed) arrays wrap each in a fresh variable.
 """
-import textwrap
 
 import tensorflow as tf
 
@@ -71,14 +70,3 @@ def clean(fn, *names):
                             for t in tf.nest.flatten(out)])
         return out
 
-
-# The start of a child-process script over the kernel-tree ops
-# (child_process.run_crash_cases_in_one_process): the names that
-# child_scripts.crash_kernel.setup() gives its cases (a small table,
-# projections, queries and `ops`), and np, tf, tfs and clean.
-KERNEL_PRELUDE = textwrap.dedent("""
-    import numpy as np, tensorflow as tf, tf_sampled as tfs
-    from raw_ops import clean
-    from child_scripts.crash_kernel import setup
-    globals().update(vars(setup()))
-""")

@@ -10,8 +10,7 @@ from raw_ops import RawOps, clean
 
 
 def setup():
-    """A small table, projections, queries and `ops` (raw_ops.KERNEL_PRELUDE
-    gives scripts these names)."""
+    """A small table, projections, queries and `ops`."""
     rng = np.random.default_rng(0)
     return SimpleNamespace(
         ops=RawOps(tfs.load_ops()),
