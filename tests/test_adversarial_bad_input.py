@@ -4,16 +4,16 @@ errors, never a crash.
 Every bad argument gives ValueError (Python) or InvalidArgumentError (op)
 whose message names the argument (and the bad value where the op reports
 it). Huge sizes and a random fuzz over every raw AdversarialTree op run in a
-subprocess (helpers from child_process).
+subprocess (child_process; the cases and the fuzz are the modules
+child_scripts/crash_adversarial.py and fuzz_adversarial.py).
 """
-import textwrap
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from child_process import run_crash_cases_in_one_process, run_fuzz
+from child_process import run_crash_cases, run_fuzz
+from child_scripts import crash_adversarial, fuzz_adversarial
 from error_assertions import assert_rejects_bad_counters, raises_naming
 
 NUM_CLASSES, DIM, K = 12, 5, 3
@@ -270,151 +270,17 @@ def test_raw_candidate_sampler_attrs(ops):
 
 
 # --------------------------------------------------------------------------
-# In a subprocess: huge sizes, and a random fuzz
+# In a subprocess: huge sizes (child_scripts/crash_adversarial.py), and a random
+# fuzz (child_scripts/fuzz_adversarial.py)
 # --------------------------------------------------------------------------
-
-_PRELUDE = textwrap.dedent("""
-    import numpy as np, tensorflow as tf, tf_sampled as tfs
-    from raw_ops import clean
-    ops = tfs.load_ops()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((20, 2)).astype(np.float32)
-    y = rng.integers(0, 5, 20)
-    p, l, c = ops.tf_sampled_adversarial_tree_fit(features=x, labels=y, num_classes=5)
-    tree = dict(params=p, class_of_leaf=c, leaf_of_class=l, inputs=x[:2])
-""")
-
-CRASH_CASES = {
-    "sample_num_sampled_overflow": """
-        clean(lambda: ops.tf_sampled_adversarial_tree_sample(true_classes=[[0], [1]], counter=0,
-              num_sampled=2**62, **tree), "num_sampled", "overflow")
-    """,
-    "candidate_sampler_huge_num_sampled": """
-        clean(lambda: ops.tf_sampled_adversarial_tree_candidate_sampler(true_classes=[[0], [1]],
-              counter=0, num_true=1, num_sampled=2**50, unique=False, range_max=5, **tree),
-              "num_sampled", "OOM", "allocat")
-    """,
-    "fit_num_classes_huge": """
-        clean(lambda: ops.tf_sampled_adversarial_tree_fit(features=x, labels=y, num_classes=2**62),
-              "num_classes")
-    """,
-}
-
 
 def test_no_crash():
     """All cases in one interpreter (one TensorFlow import); CASE lines say which died."""
-    run_crash_cases_in_one_process(_PRELUDE, CRASH_CASES)
+    run_crash_cases(crash_adversarial)
 
-
-FUZZ_SCRIPT = textwrap.dedent('''
-    """Random malformed calls to every raw AdversarialTree op: argv = seed, calls."""
-    import sys
-
-    import numpy as np
-    import tensorflow as tf
-
-    import tf_sampled as tfs
-    from raw_ops import HUGE_COUNTS, FuzzArgs, RawOps, fuzz_counter
-
-    SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    lib = RawOps(tfs.load_ops())
-    rng = np.random.default_rng(SEED)
-    HUGE = list(HUGE_COUNTS)
-    fuzz = FuzzArgs(rng, bad_ints=[-1, 2**31 - 1, -(2**31), 7, 10**6, 2**62])
-    pick, chance, mangle, maybe = fuzz.pick, fuzz.chance, fuzz.mangle, fuzz.maybe
-    ids, count_attr, seeds = fuzz.ids, fuzz.count_attr, fuzz.seeds
-
-
-    def setup():
-        c, k = int(rng.integers(2, 12)), int(rng.integers(1, 4))
-        n = c + int(rng.integers(0, 20))
-        x = rng.standard_normal((n, k)).astype(np.float32)
-        y = rng.integers(0, c, n).astype(np.int64)
-        params, leaf_of_class, class_of_leaf = (t.numpy() for t in lib.tf_sampled_adversarial_tree_fit(
-            features=x, labels=y, num_classes=c))
-        return dict(c=c, k=k, x=x, y=y, params=params, leaf_of_class=leaf_of_class,
-                    class_of_leaf=class_of_leaf,
-                    inputs=rng.standard_normal((int(rng.integers(0, 4)), k)).astype(np.float32))
-
-
-    def tree(s, p):
-        return dict(params=maybe(p, s["params"]), class_of_leaf=maybe(p, s["class_of_leaf"]),
-                    leaf_of_class=maybe(p, s["leaf_of_class"]), inputs=maybe(p, s["inputs"]))
-
-
-    def call_fit(s, p):
-        return dict(features=maybe(p, s["x"]), labels=maybe(p, s["y"]),
-                    num_classes=pick([0, 1, -1, s["c"] + 1, len(s["y"]) + 1] + HUGE)
-                    if chance(p) else s["c"],
-                    num_iterations=pick([0, -1, 1, 3]) if chance(p) else 2,
-                    newton_steps=pick([0, -2, 1, 4]) if chance(p) else 2,
-                    l2=pick([0.0, -1.0, float("nan"), float("inf"), 1e-30]) if chance(p)
-                    else 0.1)
-
-
-    def call_sample(s, p):
-        b = len(s["inputs"])
-        return dict(true_classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    counter=fuzz_counter(rng, p), num_sampled=count_attr(p), **tree(s, p),
-                    **seeds())
-
-
-    def call_log_prob(s, p):
-        b = len(s["inputs"])
-        return dict(classes=ids([b, int(rng.integers(0, 3))], s["c"], p), **tree(s, p))
-
-
-    def call_candidate_sampler(s, p):
-        b = len(s["inputs"])
-        num_true = int(rng.integers(1, 3))
-        unique = bool(chance(0.5))
-        num_sampled = count_attr(p)
-        if unique and num_sampled < 2**31:
-            num_sampled = min(num_sampled, s["c"]) if chance(0.8) else s["c"] + 1
-        return dict(true_classes=ids([b, num_true], s["c"], p), counter=fuzz_counter(rng, p),
-                    num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
-                    unique=unique, range_max=pick([s["c"], s["c"] + 1, 0, 2**62])
-                    if chance(p) else s["c"], **tree(s, p), **seeds())
-
-
-    def describe(kwargs):
-        parts = []
-        for key, value in kwargs.items():
-            if isinstance(value, np.ndarray):
-                parts.append(f"{key}={value.dtype.name}{list(value.shape)}")
-            else:
-                parts.append(f"{key}={value!r}")
-        return ", ".join(parts)
-
-
-    OPS = [("fit", call_fit), ("sample", call_sample), ("log_prob", call_log_prob),
-           ("candidate_sampler", call_candidate_sampler)]
-    counts = {name: [0, 0] for name, _ in OPS}
-    bad_outputs = []
-    for i in range(NUM_CALLS):
-        s = setup()
-        name, make = OPS[i % len(OPS)]
-        kwargs = make(s, p=pick([0.05, 0.15, 0.3]))
-        print(f"CALL {i} {name}(C={s['c']}: {describe(kwargs)})", flush=True)
-        try:
-            out = getattr(lib, f"tf_sampled_adversarial_tree_{name}")(**kwargs)
-        except (tf.errors.OpError, ValueError, TypeError):
-            counts[name][1] += 1
-            continue
-        counts[name][0] += 1
-        if name in ("sample", "candidate_sampler") and out[0].shape.num_elements():
-            got = out[0].numpy()
-            if got.min() < 0 or got.max() >= s["c"]:
-                bad_outputs.append(f"call {i}: {name} returned ids outside [0, {s['c']})")
-    for line in bad_outputs:
-        print("BAD OUTPUT", line)
-    print("FUZZ SUMMARY " + " ".join(f"{k}:ok={v[0]},err={v[1]}" for k, v in counts.items()),
-          flush=True)
-    sys.exit(1 if bad_outputs else 0)
-''')
 
 FUZZ_SEED, FUZZ_CALLS = 2468, 400
 
 
 def test_fuzz_raw_adversarial_tree_ops_never_kill_the_process():
-    run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, AUX_OPS)
+    run_fuzz(fuzz_adversarial, FUZZ_SEED, FUZZ_CALLS, AUX_OPS)

@@ -12,10 +12,9 @@ and chunked subtrees) in a child process, against NumPy oracles.
 """
 import pytest
 
-from child_process import describe_exit, finish, start_python, stderr_summary
+from child_process import describe_exit, finish, start_module, stderr_summary
 
 CLASS_COUNTS = (1, 2, 3, 4, 255, 256, 257, 1024)
-RUN = "import sys, scoring_cases; scoring_cases.main(int(sys.argv[1]), sys.argv[2])"
 
 
 @pytest.mark.slow
@@ -23,7 +22,8 @@ RUN = "import sys, scoring_cases; scoring_cases.main(int(sys.argv[1]), sys.argv[
 @pytest.mark.parametrize("onednn", ["0", "1"])
 def test_every_all_classes_path(onednn, num_classes, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
-    code, out, err = finish(start_python(RUN, str(num_classes), str(tmp_path)), timeout=300)
+    code, out, err = finish(start_module("scoring_cases", str(num_classes), str(tmp_path)),
+                            timeout=300)
     started = [line[5:] for line in out.splitlines() if line.startswith("CASE ")]
     assert code == 0 and out.rstrip().endswith("DONE"), (
         f"TF_ENABLE_ONEDNN_OPTS={onednn}, C={num_classes}: {describe_exit(code)} in case "

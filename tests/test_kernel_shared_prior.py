@@ -14,8 +14,8 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from stats import P_THRESHOLD, chi_square_p_value
-from child_process import run_crash_cases_in_one_process
-from raw_ops import KERNEL_PRELUDE
+from child_process import run_crash_cases
+from child_scripts import crash_shared_prior
 
 NUM_CLASSES, DIM, BATCH = 600, 8, 4
 NUM_TRUE = NUM_CLASSES // BATCH
@@ -156,37 +156,9 @@ def test_python_api_accepts_integer_and_numpy_weights(sampler):
         assert sampled.shape == (8,)
 
 
-# Each case: the raw op with one bad prior_weight, eagerly and in a graph,
-# must raise InvalidArgument naming the attribute and the value.
-_RAW_BAD_PRIOR_CASE = """
-    nodes = tf.Variable(ops.tf_sampled_kernel_tree_build(rows=emb, omega=omega, leaf_size=2,
-                                                         **attrs))
-    table, no_bias = tf.Variable(emb), tf.Variable(no_biases)
-    def call():
-        return ops.tf_sampled_kernel_tree_candidate_sampler(
-            nodes=nodes, embeddings=table, biases=no_bias, omega=omega, inputs=x,
-            true_classes=[[0], [4]], counter=0, num_true=1, num_sampled=3, unique=True,
-            range_max=5, leaf_size=2, prior_weight={weight}, **attrs)
-    for run in (call, tf.function(call)):
-        try:
-            run()
-        except tf.errors.InvalidArgumentError as error:
-            assert "prior_weight" in str(error) and {shown!r} in str(error), str(error)
-        else:
-            raise AssertionError("prior_weight={shown} was accepted")
-    print("CLEAN rejected prior_weight={shown}")
-"""
-_BAD_WEIGHTS = {"negative": ("-0.5", "-0.5"), "above_one": ("1.25", "1.25"),
-                "nan": ("float('nan')", "nan"), "inf": ("float('inf')", "inf"),
-                "minus_inf": ("-float('inf')", "-inf")}
-
-
 def test_raw_op_rejects_bad_prior_weight_without_crashing():
     """In a fresh interpreter (child_process): a crash fails this test only."""
-    cases = {f"candidate_sampler_prior_weight_{name}":
-             _RAW_BAD_PRIOR_CASE.format(weight=weight, shown=shown)
-             for name, (weight, shown) in _BAD_WEIGHTS.items()}
-    run_crash_cases_in_one_process(KERNEL_PRELUDE, cases)
+    run_crash_cases(crash_shared_prior)
 
 
 def test_eager_and_tf_function_agree(sampler):

@@ -3,16 +3,16 @@
 Every bad argument gives ValueError (Python) or InvalidArgumentError (op)
 whose message names the argument (and the bad value where the op reports
 it). Cases that could kill the interpreter, and a random fuzz over every raw
-LSH op, run in a subprocess (helpers from child_process).
+LSH op, run in a subprocess (child_process; the cases and the fuzz are the
+modules child_scripts/crash_lsh.py and fuzz_lsh.py).
 """
-import textwrap
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_sampled as tfs
-from child_process import run_crash_cases_in_one_process, run_fuzz
+from child_process import run_crash_cases, run_fuzz
+from child_scripts import crash_lsh, fuzz_lsh
 from error_assertions import assert_rejects_bad_counters, raises_naming
 
 NUM_CLASSES, DIM = 20, 4
@@ -307,175 +307,17 @@ def test_raw_sampling_ops_reject_bad_counters(ops, op):
 
 
 # --------------------------------------------------------------------------
-# In a subprocess: overflow and huge sizes, and a random fuzz
+# In a subprocess: overflow and huge sizes (child_scripts/crash_lsh.py), and a random
+# fuzz (child_scripts/fuzz_lsh.py)
 # --------------------------------------------------------------------------
-
-_PRELUDE = textwrap.dedent("""
-    import numpy as np, tensorflow as tf, tf_sampled as tfs
-    from raw_ops import RawOps, clean
-    ops = RawOps(tfs.load_ops())
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((5, 3)).astype(np.float32)
-    params = rng.standard_normal((2, 3)).astype(np.float32)
-    attrs = dict(family="simhash", num_tables=1, num_hashes=2)
-    b, c, k = ops.tf_sampled_lsh_build(embeddings=emb, hash_params=params, bucket_size=2,
-                                       **attrs)
-    tables = dict(buckets=b, counts=c, codes=k, hash_params=params, **attrs)
-    x = rng.standard_normal((2, 3)).astype(np.float32)
-""")
-
-CRASH_CASES = {
-    "sample_num_sampled_overflow": """
-        clean(lambda: ops.tf_sampled_lsh_sample(queries=x, true_classes=[[0], [1]],
-              counter=0, num_sampled=2**62, **tables), "num_sampled", "overflow")
-    """,
-    "candidate_sampler_huge_num_sampled": """
-        clean(lambda: ops.tf_sampled_lsh_candidate_sampler(queries=x, true_classes=[[0], [1]],
-              counter=0, num_true=1, num_sampled=2**50, unique=False, range_max=5, **tables),
-              "num_sampled", "OOM", "allocat")
-    """,
-    "build_huge_tables": """
-        clean(lambda: ops.tf_sampled_lsh_build(embeddings=emb, hash_params=np.zeros(
-              [2**16, 3], np.float32), family="simhash", num_tables=2**16, num_hashes=1,
-              bucket_size=2**40), "bucket slots")
-    """,
-    "num_tables_int64_max": """
-        clean(lambda: ops.tf_sampled_lsh_log_prob(queries=x, classes=[[0], [1]],
-              **dict(tables, num_tables=2**63 - 1)), "num_tables")
-    """,
-}
-
 
 def test_no_crash():
     """All cases in one interpreter (one TensorFlow import); CASE lines say which died."""
-    run_crash_cases_in_one_process(_PRELUDE, CRASH_CASES)
+    run_crash_cases(crash_lsh)
 
-
-FUZZ_SCRIPT = textwrap.dedent('''
-    """Random malformed calls to every raw LSH op: argv = seed, calls."""
-    import sys
-
-    import numpy as np
-    import tensorflow as tf
-
-    import tf_sampled as tfs
-    from raw_ops import HUGE_COUNTS, FuzzArgs, RawOps, fuzz_counter
-
-    SEED, NUM_CALLS = int(sys.argv[1]), int(sys.argv[2])
-    lib = RawOps(tfs.load_ops())
-    rng = np.random.default_rng(SEED)
-    HUGE = list(HUGE_COUNTS)
-    fuzz = FuzzArgs(rng, bad_ints=[-1, 2**31 - 1, -(2**31), 7, 10**6])
-    pick, chance, mangle, maybe = fuzz.pick, fuzz.chance, fuzz.mangle, fuzz.maybe
-    ids, count_attr, seeds = fuzz.ids, fuzz.count_attr, fuzz.seeds
-
-
-    def setup():
-        c, d = int(rng.integers(1, 12)), int(rng.integers(1, 5))
-        family = pick(["simhash", "dwta"])
-        bin_size = pick([2, 4])
-        L, K = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        bs = int(rng.integers(1, 5))
-        emb = rng.standard_normal((c, d)).astype(np.float32)
-        params = (rng.standard_normal((L * K, d)) if family == "simhash"
-                  else rng.integers(0, d, size=(L * K, bin_size))).astype(np.float32)
-        attrs = dict(family=family, num_tables=L, num_hashes=K, bin_size=bin_size)
-        buckets, counts, codes = (t.numpy() for t in lib.tf_sampled_lsh_build(
-            embeddings=emb, hash_params=params, bucket_size=bs, **attrs))
-        return dict(c=c, d=d, emb=emb, params=params, attrs=attrs, bs=bs, buckets=buckets,
-                    counts=counts, codes=codes,
-                    queries=rng.standard_normal((int(rng.integers(0, 4)), d)).astype(np.float32))
-
-
-    def attrs(s, p):
-        a = dict(s["attrs"])
-        if chance(p):
-            key = pick(["num_tables", "num_hashes", "bin_size"])
-            a[key] = pick([0, -1, a[key] + 1, 31, 3] + HUGE)
-        return a
-
-
-    def tables(s, p):
-        return dict(buckets=maybe(p, s["buckets"]), counts=maybe(p, s["counts"]),
-                    codes=maybe(p, s["codes"]), hash_params=maybe(p, s["params"]))
-
-
-    def call_build(s, p):
-        return dict(embeddings=maybe(p, s["emb"]), hash_params=maybe(p, s["params"]),
-                    bucket_size=count_attr(p), **seeds(), **attrs(s, p))
-
-
-    def call_update(s, p):
-        return dict(embeddings=maybe(p, s["emb"]), ids=ids([int(rng.integers(0, 4))], s["c"], p),
-                    **tables(s, p), **seeds(), **attrs(s, p))
-
-
-    def call_sample(s, p):
-        b = len(s["queries"])
-        return dict(queries=maybe(p, s["queries"]),
-                    true_classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    counter=fuzz_counter(rng, p), num_sampled=count_attr(p), epsilon=pick([0.05, 1.0, 0.0, -1.0, 2.0])
-                    if chance(p) else 0.1, **tables(s, p), **seeds(), **attrs(s, p))
-
-
-    def call_log_prob(s, p):
-        b = len(s["queries"])
-        return dict(queries=maybe(p, s["queries"]),
-                    classes=ids([b, int(rng.integers(0, 3))], s["c"], p),
-                    **tables(s, p), **attrs(s, p))
-
-
-    def call_candidate_sampler(s, p):
-        b = len(s["queries"])
-        num_true = int(rng.integers(1, 3))
-        unique = bool(chance(0.5))
-        num_sampled = count_attr(p)
-        if unique and num_sampled < 2**31:
-            num_sampled = min(num_sampled, s["c"]) if chance(0.8) else s["c"] + 1
-        return dict(queries=maybe(p, s["queries"]), true_classes=ids([b, num_true], s["c"], p),
-                    counter=fuzz_counter(rng, p), num_true=count_attr(p) if chance(p) else num_true, num_sampled=num_sampled,
-                    unique=unique, range_max=pick([s["c"], s["c"] + 1, 0, 2**62])
-                    if chance(p) else s["c"], **tables(s, p), **seeds(), **attrs(s, p))
-
-
-    def describe(kwargs):
-        parts = []
-        for key, value in kwargs.items():
-            if isinstance(value, np.ndarray):
-                parts.append(f"{key}={value.dtype.name}{list(value.shape)}")
-            else:
-                parts.append(f"{key}={value!r}")
-        return ", ".join(parts)
-
-
-    OPS = [("build", call_build), ("update", call_update), ("sample", call_sample),
-           ("log_prob", call_log_prob), ("candidate_sampler", call_candidate_sampler)]
-    counts = {name: [0, 0] for name, _ in OPS}
-    bad_outputs = []
-    for i in range(NUM_CALLS):
-        s = setup()
-        name, make = OPS[i % len(OPS)]
-        kwargs = make(s, p=pick([0.05, 0.15, 0.3]))
-        print(f"CALL {i} {name}(C={s['c']}: {describe(kwargs)})", flush=True)
-        try:
-            out = getattr(lib, f"tf_sampled_lsh_{name}")(**kwargs)
-        except (tf.errors.OpError, ValueError, TypeError):
-            counts[name][1] += 1
-            continue
-        counts[name][0] += 1
-        if name in ("sample", "candidate_sampler") and out[0].shape.num_elements():
-            got = out[0].numpy()
-            if got.size and (got.min() < 0 or got.max() >= s["c"]):
-                bad_outputs.append(f"call {i}: {name} returned ids outside [0, {s['c']})")
-    for line in bad_outputs:
-        print("BAD OUTPUT", line)
-    print("FUZZ SUMMARY " + " ".join(f"{k}:ok={v[0]},err={v[1]}" for k, v in counts.items()),
-          flush=True)
-    sys.exit(1 if bad_outputs else 0)
-''')
 
 FUZZ_SEED, FUZZ_CALLS = 4321, 400
 
 
 def test_fuzz_raw_lsh_ops_never_kill_the_process():
-    run_fuzz(FUZZ_SCRIPT, FUZZ_SEED, FUZZ_CALLS, LSH_OPS)
+    run_fuzz(fuzz_lsh, FUZZ_SEED, FUZZ_CALLS, LSH_OPS)
