@@ -67,8 +67,11 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     leaf_size = int(sizes[0]) if sizes else None
     num_features = int(sizes[1]) if len(sizes) > 1 else 128
     base = "kernel" if name == "kernel_unfused" else name
-    encoder, W, b, variables, optimizer = example.build_model(data, seed=0,
-                                                              optimizer=optimizer)
+    head = example.head_options(base, num_sampled, data.class_counts, seed=0,
+                                leaf_size=leaf_size, num_features=num_features,
+                                refresh_every=refresh_every)
+    encoder, head, W, b, variables, optimizer = example.build_model(
+        data, seed=0, optimizer=optimizer, head=head)
     aux_features = None
     if name in example.ADVERSARIAL_OBJECTIVES:
         # As the example's train_one: the auxiliary tree is fitted once (not
@@ -80,16 +83,17 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     loss_fn, sampler = example.make_loss_fn(base, W, b, num_sampled, data.class_counts,
                                             seed=0, leaf_size=leaf_size,
                                             num_features=num_features,
-                                            aux_features=aux_features)
+                                            aux_features=aux_features, head=head)
     if name == "kernel_unfused":
         def loss_fn(h, labels):  # noqa: F811  the same draws, the reference loss
             true = labels[:, None]
             cands = sampler.sample(h, num_sampled, true_classes=true, seed=0)
             return tfs.nn.sampled_softmax_loss(W, b, true, h, cands, fused=False)
     train_step = example.make_train_step(loss_fn, encoder, variables, optimizer)
-    # The fitted auxiliary tree does not follow the class table: nothing to refresh.
-    refresh = tf.function(sampler.refresh) \
-        if sampler is not None and aux_features is None else None
+    # The fitted auxiliary tree does not follow the class table, and the layer
+    # refreshes its own sampler: nothing to refresh here.
+    refresh = tf.function(sampler.refresh) if sampler is not None and aux_features is None \
+        and not hasattr(loss_fn, "update_sampler") else None
     batches = iter(tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
                    # (a bounded buffer: GCIDE has 5M examples)
                    .shuffle(min(len(data.y_train), 100_000), seed=0).repeat()

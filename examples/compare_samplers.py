@@ -47,8 +47,9 @@ import tensorflow as tf
 
 import compare_report
 from sampler_objectives import (ADVERSARIAL_OBJECTIVES, MAX_LEN, OBJECTIVES,  # noqa: F401
-                                OPTIMIZERS, STUDY_OBJECTIVES, SWEEP, build_model, make_loss_fn,
-                                make_train_step, noise_correction, parse_objective)
+                                OPTIMIZERS, STUDY_OBJECTIVES, SWEEP, build_model, head_options,
+                                make_loss_fn, make_train_step, noise_correction,
+                                parse_objective)
 import tf_sampled as tfs
 
 FLAGS = flags.FLAGS
@@ -186,8 +187,10 @@ class Trainer:
     def __init__(self, objective, data, seed, config):
         self.objective, self.seed, self.config = objective, seed, config
         self.language_model = data.language_model
-        encoder, W, b, variables, optimizer = build_model(
-            data, seed, config.learning_rate, config.optimizer)
+        encoder, head, W, b, variables, optimizer = build_model(
+            data, seed, config.learning_rate, config.optimizer,
+            head_options(objective.name, objective.num_sampled, data.class_counts, seed,
+                         config.leaf_size, config.num_features, config.refresh_every))
         lsh_options = dict(config.lsh_options, rebuild_every=config.refresh_every)
         self.tag = f"[{objective.label:>23s} seed {seed}]"
         aux_features, fit_start = None, time.perf_counter()
@@ -202,12 +205,15 @@ class Trainer:
         loss_fn, sampler = make_loss_fn(objective.name, W, b, objective.num_sampled,
                                         data.class_counts, seed, config.leaf_size,
                                         config.num_features, lsh_options, aux_features,
-                                        config.batch_size)
+                                        config.batch_size, head)
         self.is_lsh = isinstance(sampler, tfs.samplers.LSHSampler)
         # Only the samplers built from the class table follow it; the fitted
-        # auxiliary tree and the input-free noise are fixed.
-        self.refreshed = self.is_lsh or isinstance(sampler, tfs.samplers.KernelSampler) or \
-            objective.name in STUDY_OBJECTIVES
+        # auxiliary tree and the input-free noise are fixed. The layer keeps
+        # its own sampler up to date (on the same schedule).
+        self.by_layer = hasattr(loss_fn, "update_sampler")
+        self.refreshed = not self.by_layer and (
+            self.is_lsh or isinstance(sampler, tfs.samplers.KernelSampler) or
+            objective.name in STUDY_OBJECTIVES)
         if aux_features is not None:
             print(f"{self.tag} AdversarialSampler: auxiliary tree fitted on "
                   f"{len(data.y_train)} frozen-encoder features in "
@@ -221,10 +227,11 @@ class Trainer:
         elif objective.name in STUDY_OBJECTIVES:
             print(f"{self.tag} {sampler!r}, refresh every {config.refresh_every} steps",
                   flush=True)
-        elif self.refreshed:
+        elif isinstance(sampler, tfs.samplers.KernelSampler):
             print(f"{self.tag} KernelSampler: leaf_size {sampler.leaf_size}, "
                   f"{sampler.feature_map!r}, full refresh every {config.refresh_every} "
-                  f"steps", flush=True)
+                  f"steps{' (by the SampledSoftmax layer)' if self.by_layer else ''}",
+                  flush=True)
         self.train_step = make_train_step(loss_fn, encoder, variables, optimizer,
                                           data.x_train.shape[1])
 

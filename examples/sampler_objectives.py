@@ -2,8 +2,18 @@
 
 Every objective trains the same model: an encoder of the input tokens (mean
 of word embeddings for a bag of words, their concatenation for an ordered
-window such as a language model's context) -> Dense(128, tanh) = h, and
-logits = h @ W^T + b over the classes (W: [C, 128], b: [C]).
+window such as a language model's context) -> Dense(128, tanh) = h, and the
+package's output layer `tfs.layers.SampledSoftmax` over the classes, logits
+= h @ W^T + b (W = its embeddings [C, 128], b = its bias [C]).
+
+The objectives in `LAYER_OBJECTIVES` are trained by that layer itself
+(`SampledSoftmax.sampled_loss` and `update_sampler`, what
+`tfs.layers.SampledSoftmaxModel.fit` runs), so their results are the
+layer's that users get. The others train the layer's table with their own
+loss: TensorFlow's samplers and the drop-in candidate samplers through
+tf.nn.sampled_softmax_loss (what existing tf.nn code does), the full
+softmax, LSH with its rebuild and rehash schedule, and the adversarial tree
+queried with fixed features of x (the layer queries its sampler with h).
 
 Each objective draws its own number of negatives S, written `name@S`
 (`log_uniform@1024`, `kernel@16`; `parse_objective`): a user holds
@@ -69,6 +79,8 @@ LSH_OBJECTIVES = ("lsh", "lsh_label", "lsh_shared")
 ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
 # Trained by negative sampling: their scores are logits + log p_n(y|x).
 NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
+# Trained by the SampledSoftmax layer itself (see the module docstring).
+LAYER_OBJECTIVES = tuple(f"kernel{m}" for m in KERNEL_MAPS) + ("uniform_ns", "unigram_ns")
 OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
     tuple(PRIOR_SHARED_OBJECTIVES) + LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
 # TensorFlow's own samplers through tf.nn.sampled_softmax_loss: the baselines
@@ -128,12 +140,42 @@ def parse_objective(spec, num_sampled, num_classes):
     return Objective(name, size)
 
 
-def build_model(data, seed, learning_rate=2e-3, optimizer="adam"):
-    """(encoder, W, b, trainable variables, optimizer) of one run on `data` (a TaskData).
+def head_options(objective, num_sampled, class_counts, seed, leaf_size=None,
+                 num_features=128, refresh_every=None):
+    """`tfs.layers.SampledSoftmax` arguments of an objective in LAYER_OBJECTIVES, else None.
 
+    The per-example kernel objectives: sampler "kernel" with the objective's
+    feature map, rebuilt from the whole table every `refresh_every` steps;
+    uniform_ns / unigram_ns: the negative-sampling loss with noise "uniform"
+    or "unigram" (add-one train counts: a class unseen in training keeps a
+    finite log p_n, so its corrected score and the validation CE stay finite).
+    """
+    if objective not in LAYER_OBJECTIVES:
+        return None
+    options = dict(num_sampled=num_sampled, seed=seed, refresh_touched=False)
+    if objective.startswith("kernel"):
+        sampler_options = {"feature_map": _feature_map(objective[len("kernel"):],
+                                                       num_features, seed)}
+        if leaf_size is not None:
+            sampler_options["leaf_size"] = leaf_size
+        return dict(options, sampler="kernel", sampler_options=sampler_options,
+                    refresh_every=refresh_every)
+    if objective == "uniform_ns":
+        return dict(options, sampler="uniform", loss="negative_sampling")
+    return dict(options, sampler="unigram", sampler_options={"counts": class_counts + 1},
+                loss="negative_sampling")
+
+
+def build_model(data, seed, learning_rate=2e-3, optimizer="adam", head=None):
+    """(encoder, head, W, b, trainable variables, optimizer) of one run on `data` (a TaskData).
+
+    head: `tfs.layers.SampledSoftmax` arguments (`head_options`) for an
+      objective the layer trains; None: a layer that only holds the class
+      table (its sampler unused).
+    W, b: the head's embeddings [C, 128] and bias [C] as TensorFlow variables.
     optimizer: "adam" (Keras' Adam: every step updates every row of W) or
-    "lazy_adam" (tfs.optimizers.LazyAdam: only the rows a step touches, so a
-    sampled step stays O(rows touched) at 100k+ classes).
+      "lazy_adam" (tfs.optimizers.LazyAdam: only the rows a step touches, so a
+      sampled step stays O(rows touched) at 100k+ classes).
     """
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow seeds.
     pool = keras.layers.Flatten() if data.ordered else keras.layers.GlobalAveragePooling1D()
@@ -145,16 +187,26 @@ def build_model(data, seed, learning_rate=2e-3, optimizer="adam"):
     ])
     encoder.build((None, data.x_train.shape[1]))
     init = keras.initializers.TruncatedNormal(stddev=HIDDEN_DIM**-0.5, seed=seed)
-    W = tf.Variable(init((data.num_classes, HIDDEN_DIM)), name="class_embeddings")
-    b = tf.Variable(tf.zeros([data.num_classes]), name="class_biases")
+    head = tfs.layers.SampledSoftmax(
+        data.num_classes, embeddings_initializer=init,
+        **(head or dict(num_sampled=1, sampler="uniform")))
+    head.build((None, HIDDEN_DIM))
+    W, b = head.embeddings.value, head.bias.value
     variables = encoder.trainable_variables + [W, b]
     opt = OPTIMIZERS[optimizer](learning_rate)
     opt.build(variables)
-    return encoder, W, b, variables, opt
+    return encoder, head, W, b, variables, opt
 
 
 def make_train_step(loss_fn, encoder, variables, optimizer, max_len=None):
-    """A tf.function (x [B, max_len] int32, y [B] int64) -> mean loss, one optimizer step."""
+    """A tf.function (x [B, max_len] int32, y [B] int64) -> mean loss, one optimizer step.
+
+    A loss_fn with `update_sampler` (the layer's, `_layer_loss`) returns
+    (losses, touched ids), and its sampler is brought up to date after the
+    optimizer step, as `SampledSoftmaxModel.train_step` does.
+    """
+    update_sampler = getattr(loss_fn, "update_sampler", None)
+
     @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int32),
                                   tf.TensorSpec([None], tf.int64)])
     def train_step(x, y):
@@ -163,10 +215,23 @@ def make_train_step(loss_fn, encoder, variables, optimizer, max_len=None):
             # Objectives whose sampler reads fixed features of x take x too.
             losses = loss_fn(h, y, x) if getattr(loss_fn, "takes_inputs", False) \
                 else loss_fn(h, y)
+            if update_sampler is not None:
+                losses, touched = losses
             loss = tf.reduce_mean(losses)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if update_sampler is not None:
+            update_sampler(touched)
         return loss
     return train_step
+
+
+def _layer_loss(head):
+    """loss_fn(h, labels) -> (losses [B], touched ids) of the SampledSoftmax layer."""
+    def loss_fn(h, labels):
+        losses, touched, _ = head.sampled_loss(h, labels)
+        return losses, touched
+    loss_fn.update_sampler = head.update_sampler
+    return loss_fn
 
 
 def _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler, sampler=None, **kwargs):
@@ -240,9 +305,14 @@ def _feature_map(name, num_features, seed):
 
 
 def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=None,
-                 num_features=128, lsh_options=None, aux_features=None, batch_size=None):
+                 num_features=128, lsh_options=None, aux_features=None, batch_size=None,
+                 head=None):
     """Returns (loss_fn(h [B, d], labels [B]) -> [B] losses, sampler or None).
 
+    head: the model's SampledSoftmax layer (`build_model`); for an objective in
+      LAYER_OBJECTIVES it must have been built with `head_options`, and the
+      loss is the layer's (loss_fn then returns (losses, touched ids) and has
+      `update_sampler`).
     lsh_options: LSHSampler keyword arguments for the lsh* objectives.
     aux_features: for `adversarial` and `adversarial_ns`, (featurize,
       x_train, y_train): the auxiliary model is fitted on featurize(x_train)
@@ -252,6 +322,12 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
     """
     if objective in STUDY_OBJECTIVES:
         return STUDY_OBJECTIVES[objective](W, b, num_sampled, seed, batch_size)
+    if objective in LAYER_OBJECTIVES:
+        if head is None or head.num_sampled != num_sampled:
+            raise ValueError(f"{objective!r} is trained by the SampledSoftmax layer: pass "
+                             f"head=, the layer build_model made with head_options("
+                             f"{objective!r}, {num_sampled}, ...)")
+        return _layer_loss(head), head.sampler
     if objective == "full":
         def full_loss(h, labels):
             logits = tf.matmul(h, W, transpose_b=True) + b
@@ -275,13 +351,6 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
         loss = tfs.nn.negative_sampling_loss if objective.endswith("_ns") \
             else tfs.nn.sampled_softmax_loss
         return _queried_loss(loss, W, b, num_sampled, seed, sampler, featurize), sampler
-    if objective in ("uniform_ns", "unigram_ns"):
-        # Add-one counts: a class unseen in training keeps a finite log p_n,
-        # so its corrected score (and the validation CE) stays finite.
-        sampler = tfs.samplers.get("uniform", num_classes=int(W.shape[0])) \
-            if objective == "uniform_ns" else tfs.samplers.get("unigram", counts=class_counts + 1)
-        return _queried_loss(tfs.nn.negative_sampling_loss, W, b, num_sampled, seed,
-                             sampler), sampler
     shared = objective.endswith("_shared")
     if objective in LSH_OBJECTIVES:
         sampler = tfs.samplers.get(
@@ -306,4 +375,4 @@ def make_loss_fn(objective, W, b, num_sampled, class_counts, seed, leaf_size=Non
         return _tf_nn_loss(W, b, num_sampled, seed, candidate_sampler,
                            sampler=sampler), sampler
     return _queried_loss(tfs.nn.sampled_softmax_loss, W, b, num_sampled, seed,
-                         sampler), sampler
+                         sampler), sampler  # per-example LSH

@@ -225,8 +225,13 @@ def test_evaluation_adds_the_noise_correction():
            rng.integers(0, num_classes, 400).astype(np.int64))
 
     def evaluate(objective):
+        options = sampler_objectives.head_options(objective, 4, counts, 0)
+        head = None
+        if options is not None:  # the layer's own noise, as in training
+            head = tfs.layers.SampledSoftmax(num_classes, **options)
+            head.build((None, 8))
         _, sampler = sampler_objectives.make_loss_fn(objective, W, b, 4, counts, 0,
-                                                     aux_features=aux)
+                                                     aux_features=aux, head=head)
         correction = sampler_objectives.noise_correction(objective, sampler)
         query = featurize if objective == "adversarial_ns" else None
         return compare_samplers.make_evaluate(data, encoder, W, b, n, correction,
