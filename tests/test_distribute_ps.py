@@ -1,9 +1,13 @@
-"""Parameter-server training in one process: the sharded sampler, the guarded step, bad input.
+"""Parameter-server training in one process: the sharded sampler, the guarded step, the
+trunk, checkpoints, bad input.
 
 The sharded kernel sampler's log q is compared with a brute-force computation
 over the whole table (tests/oracles.py recomputes each shard's tree from its
-rows); the trainer's step with a one-process "cluster" (shards on this CPU)
-against a dense reference step. Nothing here connects to a cluster.
+rows); the trainer's step with a one-process "cluster" (shards on this CPU),
+with and without a trunk, against a dense reference step (the package's Keras
+optimizers on the whole table and the trunk); a run restored from its
+checkpoint against the uninterrupted run, bitwise. Nothing here connects to a
+cluster.
 """
 import json
 
@@ -282,3 +286,170 @@ def test_trainer_points_parameter_servers_to_their_driver():
     strategy = object.__new__(tf.distribute.ParameterServerStrategy)
     with pytest.raises(ValueError, match="ParameterServerTrainer"):
         tfs.distribute.check_strategy(strategy)
+
+
+# ---- a trunk trained with the table ----
+
+def make_trunk(seed=5, out=8):
+    """x int32 [B, 4] -> Embedding(30, 6) -> mean -> Dense(out, tanh): h [B, out]."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input([4], dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 6)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(out, activation="tanh")(h), name="trunk")
+
+
+def trunk_task(n=256, seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.randint(0, 30, size=(n, 4)).astype(np.int32)
+    y = (x[:, 0] * 4 + x[:, 1] // 8).astype(np.int64)  # 120 classes, a function of x
+    return x, y
+
+
+def trunk_weights(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+OPTIMIZERS = {"sgd": lambda: tfs.optimizers.SparseSGD(0.5),
+              "adagrad": lambda: tfs.optimizers.SparseAdagrad(0.3),
+              "adam": lambda: tfs.optimizers.LazyAdam(0.05)}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_trunk_step_is_the_dense_reference_step(name):
+    trainer = make_trainer(OPTIMIZERS[name](), trunk=make_trunk())
+    reference = make_trunk()
+    x, y = trunk_task(n=16)
+    step = tf.constant(3, tf.int64)
+    h = reference(x)
+    np.testing.assert_array_equal(h.numpy(), trainer.trunk(x).numpy())
+    sampled = trainer.sampler.sample_at(h, 8, y[:, None], parameter_server._STEP_SEED,
+                                        trainer.seed, step)
+    table, bias = trainer.table()
+    # The reference: the whole table and the trunk as Keras variables, the
+    # package's Keras optimizer (sparse on the table and the Embedding, dense
+    # Keras updates on the Dense layer), one step on the same batch and negatives.
+    full, full_bias = keras.Variable(table), keras.Variable(bias)
+    variables = [full, full_bias] + reference.trainable_variables
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tfs.nn.sampled_softmax_loss(full.value, full_bias.value,
+                                                          y[:, None], reference(x), sampled))
+    grads = tape.gradient(loss, [v.value for v in variables])
+    assert isinstance(grads[0], tf.IndexedSlices) and isinstance(grads[2], tf.IndexedSlices)
+    OPTIMIZERS[name]().apply(grads, variables)
+
+    stats = trainer._train_fn(x, y, step).numpy()
+    np.testing.assert_allclose(stats[0] / stats[1], loss.numpy(), rtol=1e-5)
+    new_table, new_bias = trainer.table()
+    np.testing.assert_allclose(new_table, full.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_bias, full_bias.numpy(), rtol=1e-5, atol=1e-6)
+    moved = trunk_weights(trainer.trunk)
+    for ours, theirs, before in zip(moved, trunk_weights(reference), trunk_weights(make_trunk())):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+        assert not np.array_equal(ours, before)
+    assert trainer.trunk_counts() == {"applied": [1], "repeats_skipped": [0]}
+
+    # A re-run of the step changes neither the table nor the trunk.
+    trainer._train_fn(x[::-1].copy(), y[::-1].copy(), step)
+    np.testing.assert_array_equal(trainer.table()[0], new_table)
+    for ours, before in zip(trunk_weights(trainer.trunk), moved):
+        np.testing.assert_array_equal(ours, before)
+    assert trainer.trunk_counts() == {"applied": [1], "repeats_skipped": [1]}
+    assert trainer.shard_counts() == {"applied": [1] * 3, "repeats_skipped": [1] * 3}
+    assert trainer.trunk_applied_steps(0).tolist() == [3]
+
+
+def test_the_trunk_of_a_sampled_softmax_model_is_trained():
+    trunk = make_trunk()
+    model = tfs.layers.SampledSoftmaxModel(
+        trunk.inputs, tfs.layers.SampledSoftmax(120, num_sampled=8)(trunk.outputs[0]))
+    trainer = make_trainer(tfs.optimizers.LazyAdam(0.02), trunk=model)
+    assert [v.path for v in trainer.trunk.trainable_variables] == \
+        [v.path for v in trunk.trainable_variables]
+    x, y = trunk_task()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(32, drop_remainder=True)
+    evaluation = tf.data.Dataset.from_tensor_slices((x, y)).batch(128)
+    before, weights = trainer.evaluate(evaluation), trunk_weights(trunk)
+    history = trainer.fit(data, 60, log_every=20)
+    after = trainer.evaluate(evaluation)
+    assert after["loss"] < before["loss"] - 0.5, (before, after, history)
+    assert all(not np.allclose(a, b) for a, b in zip(trunk_weights(trunk), weights))
+    assert trainer.trunk_counts() == {"applied": [60], "repeats_skipped": [0]}
+    assert trainer.trunk_applied_steps(0).tolist() == list(range(60))
+
+
+def test_bad_trunks():
+    inputs = keras.Input([4], dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 6)(inputs))
+    cases = [
+        ("not a model", "trunk must be a keras.Model"),
+        (keras.Sequential([keras.layers.Dense(8)]), "is not built"),
+        (keras.Model(inputs, keras.layers.Dense(5)(h)), r"outputs shape \(None, 5\).*dim=8"),
+        (keras.Model(inputs, keras.layers.Dense(8)(keras.layers.BatchNormalization()(h))),
+         "non-trainable variables.*BatchNormalization"),
+        (tfs.layers.SampledSoftmaxModel(inputs, tfs.layers.SampledSoftmax(60, num_sampled=8)(
+            keras.layers.Dense(8)(h))), "SampledSoftmax over 60 classes.*num_classes=120"),
+    ]
+    for trunk, match in cases:
+        with pytest.raises(ValueError, match=match):
+            make_trainer(tfs.optimizers.SparseSGD(0.1), trunk=trunk)
+    trainer = make_trainer(tfs.optimizers.SparseSGD(0.1), trunk=make_trunk())
+    with pytest.raises(ValueError, match=r"\(x, y\) batches"):
+        trainer.fit(tf.data.Dataset.from_tensor_slices(trunk_task()[0]).batch(8), 5)
+
+
+# ---- checkpoints ----
+
+def trunk_run(directory, total, every=None, num_shards=3, **kwargs):
+    trainer = make_trainer(tfs.optimizers.LazyAdam(0.02), num_shards=num_shards,
+                           trunk=make_trunk(), checkpoint_dir=directory,
+                           checkpoint_every=every, **kwargs)
+    x, y = trunk_task()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256, seed=4).repeat().batch(
+        32, drop_remainder=True)
+    return trainer, trainer.fit(data, total, log_every=10)
+
+
+def state(trainer):
+    """Every variable of the run: table, slots, records, trees, trunk and its slots."""
+    groups = trainer.shards + trainer.trunk_groups
+    return ([v.numpy() for g in groups for v in [g.ring, g.applied, g.repeats]
+             + [s for slots in g.slots for s in slots]]
+            + list(trainer.table()) + trunk_weights(trainer.trunk)
+            + [v.numpy() for v in trainer.sampler.variables])
+
+
+def test_a_restored_run_continues_exactly_like_the_uninterrupted_run(tmp_path):
+    whole, whole_history = trunk_run(str(tmp_path / "whole"), 30)
+    assert whole.restored_from is None
+    assert tf.train.latest_checkpoint(str(tmp_path / "whole")).endswith("ckpt-30")
+    first, _ = trunk_run(str(tmp_path / "cut"), 20, every=10)
+    del first  # the chief is gone; its checkpoints remain
+    again, history = trunk_run(str(tmp_path / "cut"), 30, every=10)
+    assert again.restored_from.endswith("ckpt-20") and again.step == 30
+    # The same batches, negatives and updates: every variable bitwise equal.
+    assert history["train"] == [dict(whole_history["train"][-1],
+                                     ms_per_step=history["train"][0]["ms_per_step"])]
+    for ours, theirs in zip(state(again), state(whole), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert again.trunk_applied_steps(0).tolist() == list(range(30))
+
+
+def test_bad_checkpoints(tmp_path):
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match=f"checkpoint_dir '{afile}/ckpt' is not a writable"):
+        make_trainer(tfs.optimizers.SparseSGD(0.1), checkpoint_dir=str(afile / "ckpt"))
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        make_trainer(tfs.optimizers.SparseSGD(0.1), checkpoint_every=0)
+    directory = str(tmp_path / "run")
+    trunk_run(directory, 2)
+    with pytest.raises(ValueError, match=r"ckpt-2 holds a different table: num_shards=3 "
+                                         r"\(this trainer: 2\)"):
+        trunk_run(directory, 2, num_shards=2)
+    with pytest.raises(ValueError, match=r"ckpt-2 holds a different table: num_classes=120 "
+                                         r"\(this trainer: 96\), dim=8 \(this trainer: 6\)"):
+        tfs.distribute.ParameterServerTrainer(96, 6, num_shards=3, checkpoint_dir=directory)
+    with pytest.raises(ValueError, match="ckpt-2 does not match this trainer"):
+        make_trainer(tfs.optimizers.LazyAdam(0.02),
+                     trunk=keras.Sequential([keras.Input([8]), keras.layers.Dense(8)]),
+                     checkpoint_dir=directory)

@@ -2,9 +2,13 @@
 
 Each task runs tests/ps_worker.py with its own TF_CONFIG (free ports): the
 worker and ps tasks serve (make_parameter_server_strategy) and exit once the
-chief is gone; the chief trains a table sharded over the two ps tasks with a
-ClusterCoordinator and writes out/result.json. Every process is killed at the
-time limit, so a stuck cluster fails the test instead of hanging it.
+chief is gone; the chief trains a table sharded over the ps tasks, and a
+Dense trunk whose variables live on them, with a ClusterCoordinator and
+writes out/result.json. One test kills and restarts a worker (every step
+applied once by every shard and trunk group), one kills the chief and
+restarts it from its checkpoint (it continues like a run never interrupted).
+Every process is killed at the time limit, so a stuck cluster fails the test
+instead of hanging it.
 """
 import json
 import os
@@ -86,11 +90,12 @@ def _cluster():
         task.kill()
 
 
-@pytest.mark.slow  # a 5-process cluster, a worker killed and restarted: about 40 s on 2 cores
+@pytest.mark.slow  # a 5-process cluster, a worker killed and restarted: 20-30 s on 2 cores
 def test_killed_worker_is_retried_and_every_step_is_applied_once(tmp_path, cluster):
-    steps, pause = 300, 150
+    steps, pause = 240, 120
     options = {"steps": steps, "out": str(tmp_path), "log_every": 10, "batch": 64,
-               "pause_at_step": pause, "go_file": str(tmp_path / "go"), "chief_gone_s": 2}
+               "pause_at_step": pause, "go_file": str(tmp_path / "go"), "chief_gone_s": 2,
+               "trunk": True}
     configs = tfs.distribute.local_cluster(2, num_ps=2)  # chief, worker 0, 1, ps 0, 1
     deadline = time.monotonic() + TIMEOUT_S
     chief, worker0, worker1, *servers = [cluster(c, options) for c in configs]
@@ -117,13 +122,18 @@ def test_killed_worker_is_retried_and_every_step_is_applied_once(tmp_path, clust
         result = json.load(f)
     assert result["step"] == steps
     assert [r["step"] for r in result["history"]["train"]] == list(range(10, steps + 1, 10))
-    # Every shard applied every step exactly once (re-runs it had applied were
-    # refused: repeats_skipped), on its own parameter server.
+    # Every shard and every server's part of the trunk applied every step
+    # exactly once (re-runs it had applied were refused: repeats_skipped), on
+    # its own parameter server.
     assert result["applied"] == [steps, steps], result
-    assert result["applied_steps"] == [list(range(steps))] * 2
+    assert result["trunk"]["applied"] == [steps, steps], result
+    assert result["applied_steps"] == [list(range(steps))] * 4
     assert result["devices"] == ["/job:ps/replica:0/task:0/device:CPU:0",
                                  "/job:ps/replica:0/task:1/device:CPU:0"]
     assert result["tree_devices"] == result["devices"]
+    assert result["trunk_devices"] == result["devices"]
+    # The trunk was trained: every weight moved, and the loss fell.
+    assert result["trunk_moved"] == [True] * 4
     assert result["after"]["loss"] < result["before"]["loss"] - 1.0, result
     # The coordinator saw each worker fail.
     for task in ("/job:worker/replica:0/task:1", "/job:worker/replica:0/task:0"):
@@ -132,8 +142,46 @@ def test_killed_worker_is_retried_and_every_step_is_applied_once(tmp_path, clust
     for server in servers + [restarted]:
         server.proc.wait(timeout=30)
         assert server.proc.returncode == 0, "".join(server.lines[-20:])
-    print(f"repeats skipped per shard: {result['repeats_skipped']}; closures the coordinator "
+    print(f"repeats skipped per shard: {result['repeats_skipped']}, per trunk group: "
+          f"{result['trunk']['repeats_skipped']}; closures the coordinator "
           f"put back: {log.count('Putting back a closure after it failed')}")
+
+
+@pytest.mark.slow  # a 3-process cluster whose chief is killed and restarted: 16-25 s
+def test_a_restarted_chief_continues_from_its_checkpoint_like_the_uninterrupted_run(
+        tmp_path, cluster):
+    steps, pause = 40, 20
+    # The servers outlive the killed chief (chief_gone_s) and serve the new one.
+    options = {"steps": steps, "out": str(tmp_path), "log_every": 5, "trunk": True,
+               "num_shards": 2,
+               "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 10,
+               "chief_gone_s": 60, "pause_at_step": pause, "go_file": str(tmp_path / "never")}
+    configs = tfs.distribute.local_cluster(1, num_ps=1)  # chief, worker 0, ps 0 (2 shards)
+    deadline = time.monotonic() + TIMEOUT_S
+    chief, *servers = [cluster(c, options) for c in configs]
+    chief.wait_for("paused", deadline)
+    chief.kill()
+    restarted = cluster(configs[0], dict(options, pause_at_step=None, reference=True))
+    returncode = restarted.wait_exit(deadline)
+    log = "".join(restarted.lines)
+    assert returncode == 0, log[-4000:]
+    assert f"restored step {pause} from {tmp_path / 'ckpt'}/ckpt-{pause}" in log, log[-4000:]
+    with open(tmp_path / "result.json", encoding="utf-8") as f:
+        result = json.load(f)
+    assert result["step"] == steps and result["restored_from"].endswith(f"ckpt-{pause}")
+    # The restored run's steps 21-40 are those of a run that was never
+    # interrupted (trained in one process: the same batches, negatives and
+    # updates, to float tolerance).
+    ours = {r["step"]: r["loss"] for r in result["history"]["train"]}
+    theirs = {r["step"]: r["loss"] for r in result["reference"]}
+    assert sorted(ours) == list(range(pause + 5, steps + 1, 5))
+    for step, loss in ours.items():
+        assert loss == pytest.approx(theirs[step], rel=1e-4), (step, ours, theirs)
+    assert result["max_difference"] < 1e-4, result
+    # Each update group applied steps 0-39 once: 0-19 restored, 20-39 here.
+    assert result["applied_steps"] == [list(range(steps))] * 3
+    assert result["applied"] == [steps, steps] and result["trunk"]["applied"] == [steps]
+    assert result["trunk_moved"] == [True] * 4
 
 
 @pytest.mark.slow  # one process, about 8 s

@@ -23,3 +23,8 @@ from tf_sampled.distribute.parameter_server import (ParameterServerTrainer,
                                                     make_parameter_server_strategy)
 from tf_sampled.distribute.sharded_sampler import ShardedKernelSampler
 from tf_sampled.distribute.trainer import SUPPORTED_STRATEGIES, Trainer, check_strategy
+
+__all__ = ["ClusterConfig", "ClusterError", "WorkerResult", "describe_failure", "free_ports",
+           "local_cluster", "make_strategy", "parse_tf_config", "run_local_cluster",
+           "wait_for_peers", "ParameterServerTrainer", "make_parameter_server_strategy",
+           "ShardedKernelSampler", "SUPPORTED_STRATEGIES", "Trainer", "check_strategy"]

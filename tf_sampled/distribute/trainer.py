@@ -177,6 +177,32 @@ def sum_duplicate_rows(gradient):
     return tf.IndexedSlices(values, ids, gradient.dense_shape)
 
 
+def restore_matching(checkpoint, path, what):
+    """Restores checkpoint `path` into every object `checkpoint` tracks.
+
+    Every object must be in the checkpoint with its shape (the checkpoint's
+    own save counter may stay unrestored).
+
+    Args:
+      checkpoint: a `tf.train.Checkpoint`.
+      path: the checkpoint's path prefix.
+      what: what `checkpoint` holds, for the error message.
+
+    Raises:
+      ValueError: "the checkpoint {path} does not match {what}: ...".
+    """
+    status = None
+    try:
+        status = checkpoint.restore(path)
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise ValueError(f"the checkpoint {path} does not match {what}: "
+                         f"{str(error)[:500]}") from None
+    finally:
+        if status is not None:
+            status.expect_partial()
+
+
 def _checksum(value):
     """[2] float64 checksums of a variable's value, without a copy of its size.
 
@@ -311,18 +337,8 @@ class Trainer:
                     self._checkpoint, checkpoint_dir, max_to_keep=max_to_keep)
             latest = tf.train.latest_checkpoint(checkpoint_dir)
             if latest:
-                status = None
-                try:
-                    # Every object of the model and optimizer must be in it; the
-                    # checkpoint's own save counter may stay unrestored.
-                    status = self._checkpoint.restore(latest)
-                    status.assert_existing_objects_matched()
-                except (AssertionError, ValueError, tf.errors.OpError) as error:
-                    raise ValueError(f"the checkpoint {latest} does not match model "
-                                     f"{model.name!r} and its optimizer: {error}") from None
-                finally:
-                    if status is not None:
-                        status.expect_partial()
+                restore_matching(self._checkpoint, latest,
+                                 f"model {model.name!r} and its optimizer")
                 self.restored_from = latest
                 self._log(f"restored step {self.step} from {latest}")
         if check_replicas:
