@@ -453,3 +453,47 @@ def test_bad_checkpoints(tmp_path):
         make_trainer(tfs.optimizers.LazyAdam(0.02),
                      trunk=keras.Sequential([keras.Input([8]), keras.layers.Dense(8)]),
                      checkpoint_dir=directory)
+
+
+# ---- the exactly-once guard: TfSampled>ClaimStep ----
+
+def claim(ring, step):
+    return bool(tfs.load_ops().tf_sampled_claim_step(ring=ring.handle, step=step))
+
+
+def test_claim_step_checks_and_records_in_one_op():
+    ring = tf.Variable(tf.fill([4], tf.constant(-1, tf.int64)))
+    assert claim(ring, 6) and not claim(ring, 6)  # a repeat is refused
+    assert claim(ring, 7) and claim(ring, 0)
+    np.testing.assert_array_equal(ring.numpy(), [0, -1, 6, 7])
+    assert claim(ring, 10) and not claim(ring, 10)  # step 10 reuses step 6's slot
+    assert ring.numpy()[2] == 10
+
+
+def test_concurrent_claims_of_one_step_claim_it_once():
+    ring = tf.Variable(tf.fill([8], tf.constant(-1, tf.int64)))
+
+    @tf.function
+    def race(step):
+        # No dependencies between the claims: the executor may run them at once.
+        return tf.stack([tfs.load_ops().tf_sampled_claim_step(ring=ring.handle, step=step)
+                         for _ in range(64)])
+
+    for step in range(20):
+        assert int(tf.reduce_sum(tf.cast(race(tf.constant(step, tf.int64)), tf.int32))) == 1
+
+
+@pytest.mark.parametrize("ring, step, fragments", [
+    (tf.fill([4], tf.constant(-1, tf.int64)), -1, ("step", "-1")),
+    (tf.fill([4], tf.constant(-1, tf.int64)), [1, 2], ("step", "rank 0")),
+    (tf.fill([4], -1.0), 1, ("ring", "int64", "float")),
+    (tf.fill([2, 2], tf.constant(-1, tf.int64)), 1, ("ring", "rank 1")),
+    (tf.zeros([0], tf.int64), 1, ("ring", "at least one slot", "[0]")),
+])
+def test_claim_step_rejects_bad_input(ring, step, fragments):
+    variable = tf.Variable(ring)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        tfs.load_ops().tf_sampled_claim_step(ring=variable.handle,
+                                             step=tf.constant(step, tf.int64))
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)

@@ -33,6 +33,8 @@ _NO_GRADIENT_OPS = (
     "TfSampled>AdversarialTreeSample",
     "TfSampled>AdversarialTreeLogProb",
     "TfSampled>AdversarialTreeCandidateSampler",
+    # The parameter-server guard: a claim, not a function of its inputs.
+    "TfSampled>ClaimStep",
     # Optimizer steps: they update variables in place and return nothing.
     "TfSampled>SparseApplySgd",
     "TfSampled>SparseApplyLazyAdam",

@@ -33,24 +33,19 @@ the batch's h without a trunk):
 Why once: a group's update is one guarded subgraph on its server. Its inputs
 (the step id and every gradient of the group) enter through one op
 (`tf.identity_n`) placed on the server, so either all of them arrived and
-the check "is the step id in the ring?", the update, the refresh and the
-record of the id run there as one conditional, or none arrived and nothing
-of the group changed. A worker that dies before that point leaves the group
-untouched, and the coordinator's re-run applies the step; one that dies
-after leaves the step recorded, and the re-run finds it in the ring and
-skips it (`repeats_skipped`). The ring is a variable of the group, on the
-group's server, written in the same conditional as the weights, so the
-record and the update cannot part; a group's rows or trunk variables are
-updated only inside its guard. The id is recorded first, right after the
-check, so a re-run that reaches the server while the first run still
-updates finds it recorded too. The check and the record are two ops, not
-one atomic compare-and-set (TensorFlow has none a graph can use, and
-`tf.CriticalSection` deadlocks a function that holds several, one per
-group): only two runs of one step whose checks met on the server within
-that gap of microseconds could both apply it, and the coordinator re-runs
-a step only after its first run failed and a worker recomputed it. The
-groups of one step are independent: a re-run applies
-the step on the groups that missed it and skips it on the others.
+the claim of the step id, the update and the refresh run there, or none
+arrived and nothing of the group changed. The claim is one op,
+`TfSampled>ClaimStep`: under the lock of the group's ring variable (the ids
+of the steps it applied) it checks the id and records it, a compare-and-set,
+and the update runs only when it claimed the id. A worker that dies before
+its inputs arrived leaves the group untouched, and the coordinator's re-run
+applies the step; one that dies after leaves the step claimed, and the
+re-run finds it in the ring and skips it (`repeats_skipped`); of two runs
+of one step that reach the server at the same time (a re-run while the
+first still updates) exactly one claims it. A group's rows or trunk
+variables are updated only inside its guard. The groups of one step are
+independent: a re-run applies the step on the groups that missed it and
+skips it on the others.
 
 Updates are asynchronous (each worker reads the table and the trunk as the
 others left them), as in TensorFlow's own parameter-server training.
@@ -644,15 +639,9 @@ class ParameterServerTrainer:
             # or none of this group's update happens.
             arrived = tf.identity_n([step] + list(inputs))
         step, inputs = arrived[0], arrived[1:]
-        slot_index = tf.math.floormod(step, self.retry_window)
 
         def apply():
-            # The step is recorded first, right after the check: a second run
-            # of it (the coordinator's re-run while this one still updates on
-            # the server) finds it recorded and skips it.
-            claim = group.ring.scatter_update(tf.IndexedSlices(step[None], slot_index[None]))
-            with tf.control_dependencies([claim]):
-                t = tf.cast(group.applied + 1, tf.float32)
+            t = tf.cast(group.applied + 1, tf.float32)
             done = update(inputs, t)
             with tf.control_dependencies(done):
                 group.applied.assign_add(1)
@@ -663,8 +652,11 @@ class ParameterServerTrainer:
             return tf.constant(False)
 
         with tf.device(group.device):
-            already = tf.equal(tf.gather(group.ring, slot_index), step)
-            return tf.cond(already, skip, apply)
+            # Check and record in one op, under the ring's lock: of two runs
+            # of one step (the coordinator's re-run while the first still
+            # updates on the server) exactly one claims it.
+            claimed = _ops.load_ops().tf_sampled_claim_step(ring=group.ring.handle, step=step)
+            return tf.cond(claimed, apply, skip)
 
     def _apply_rows(self, shard, local, gradients, step):
         """The guarded update of one shard's rows local [n] and its tree's refresh."""
