@@ -35,6 +35,7 @@ Run:
 """
 
 import dataclasses
+import gc
 import math
 import time
 from typing import Optional
@@ -309,6 +310,10 @@ def train_seed(objectives, data, seed, config):
             trainer = Trainer(objective, data, seed, config)
             trainer.train()
             records += trainer.records
+            # The trainer's functions refer back to it: free its model (GBs at
+            # 1M+ classes) before the next one is built, not at some later GC.
+            del trainer
+            gc.collect()
         return records
     trainers = [Trainer(objective, data, seed, config) for objective in objectives]
     while not all(t.done for t in trainers):
