@@ -22,12 +22,12 @@ class ClaimStepOp : public ::tensorflow::OpKernel {
     OP_REQUIRES(ctx, window >= 1,
                 errors::InvalidArgument("ring must hold at least one slot, got shape ",
                                         variables.tensor(0).shape().DebugString()));
-    Tensor* ring;
+    Tensor* ring = nullptr;
     OP_REQUIRES_OK(ctx, variables.MutableTensor(ctx, 0, &ring));
     int64_t& slot = ring->flat<int64_t>()(step % window);
     const bool claimed = slot != step;
     if (claimed) slot = step;
-    Tensor* out;
+    Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ::tensorflow::TensorShape({}), &out));
     out->scalar<bool>()() = claimed;
   }
