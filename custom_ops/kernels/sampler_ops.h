@@ -92,12 +92,6 @@ inline absl::Status CheckQueryClasses(const Tensor& ids, const char* name,
   return ids_on_host ? CheckClassIds(ids, num_classes, name) : absl::OkStatus();
 }
 
-// A named input of the op.
-inline absl::Status NamedInput(OpKernelContext* ctx, const char* name,
-                               const Tensor** tensor) {
-  return ctx->input(name, tensor);
-}
-
 template <typename Family>
 class SampleOp : public ::tensorflow::OpKernel {
  public:
@@ -112,7 +106,7 @@ class SampleOp : public ::tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, family_.ParseInputs(ctx, &in));
     const int64_t batch = Family::Batch(in);
     const Tensor* true_classes;
-    OP_REQUIRES_OK(ctx, NamedInput(ctx, "true_classes", &true_classes));
+    OP_REQUIRES_OK(ctx, ctx->input("true_classes", &true_classes));
     OP_REQUIRES_OK(ctx, CheckQueryClasses(*true_classes, "true_classes", batch,
                                           Family::kQueries, Family::NumClasses(in),
                                           Family::kIdsOnHost));
@@ -153,7 +147,7 @@ class LogProbOp : public ::tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, family_.ParseInputs(ctx, &in));
     const int64_t batch = Family::Batch(in);
     const Tensor* classes;
-    OP_REQUIRES_OK(ctx, NamedInput(ctx, "classes", &classes));
+    OP_REQUIRES_OK(ctx, ctx->input("classes", &classes));
     OP_REQUIRES_OK(ctx, CheckQueryClasses(*classes, "classes", batch, Family::kQueries,
                                           Family::NumClasses(in), Family::kIdsOnHost));
     const int64_t n = classes->dim_size(1);
@@ -199,7 +193,7 @@ class CandidateSamplerOp : public ::tensorflow::OpKernel {
                                         ") must equal the sampler's number of classes (",
                                         num_classes, ")"));
     const Tensor* true_classes;
-    OP_REQUIRES_OK(ctx, NamedInput(ctx, "true_classes", &true_classes));
+    OP_REQUIRES_OK(ctx, ctx->input("true_classes", &true_classes));
     OP_REQUIRES_OK(ctx, CheckRank(*true_classes, 2, "true_classes"));
     OP_REQUIRES(ctx,
                 true_classes->dim_size(0) == batch && true_classes->dim_size(1) == num_true_,
@@ -207,9 +201,9 @@ class CandidateSamplerOp : public ::tensorflow::OpKernel {
                                         num_true_, "] (a row per row of ", Family::kQueries,
                                         ", num_true=", num_true_, " columns), got shape ",
                                         true_classes->shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckQueryClasses(*true_classes, "true_classes", batch,
-                                          Family::kQueries, num_classes,
-                                          Family::kIdsOnHost));
+    if (Family::kIdsOnHost) {
+      OP_REQUIRES_OK(ctx, CheckClassIds(*true_classes, num_classes, "true_classes"));
+    }
     SharedRequest request;
     OP_REQUIRES_OK(ctx, stream_.CallBlock(ctx, &request.block));
     Tensor *sampled, *true_count, *sampled_count;
