@@ -33,11 +33,25 @@ def kernel_table(seed=0, biases=True):
     return w, b
 
 
-def kernel_sampler(fmap, biases=True, leaf_size=16, seed=0):
+def kernel_sampler(fmap, biases=True, leaf_size=16, seed=0, prior_weight=0.0):
     """A KernelSampler over variables W (and b) of `kernel_table(seed, biases)`."""
     w, b = kernel_table(seed, biases)
     return tfs.samplers.KernelSampler(tf.Variable(w), feature_map=fmap, leaf_size=leaf_size,
-                                      biases=None if b is None else tf.Variable(b))
+                                      biases=None if b is None else tf.Variable(b),
+                                      prior_weight=prior_weight)
+
+
+def log_uniform_probabilities(num_classes):
+    """TensorFlow's log-uniform p(i) = log((i + 2) / (i + 1)) / log(C + 1), float64 [C]."""
+    k = np.arange(num_classes, dtype=np.float64)
+    return np.log((k + 2) / (k + 1)) / np.log(num_classes + 1)
+
+
+def kernel_mixture_log_prob(sampler, h):
+    """log(a p_lu + (1 - a) q_tree) [batch, C] of a KernelSampler with prior_weight a."""
+    a = sampler.prior_weight
+    q_tree = np.exp(kernel_log_prob(sampler, h))
+    return np.log(a * log_uniform_probabilities(sampler.num_classes) + (1 - a) * q_tree)
 
 
 def kernel_queries(batch=3, seed=1):
@@ -172,17 +186,19 @@ class Case:
         return sampler.log_prob(h, classes)
 
 
-def _kernel_case(name, biases):
+def _kernel_case(name, biases, prior_weight=0.0):
     return Case(
         family="kernel",
-        make=lambda seed=0: kernel_sampler(KERNEL_MAPS[name](), biases=biases, seed=seed),
+        make=lambda seed=0: kernel_sampler(KERNEL_MAPS[name](), biases=biases, seed=seed,
+                                           prior_weight=prior_weight),
         inputs=lambda batch, seed: (kernel_queries(batch, seed), np.random.RandomState(seed)
                                     .randint(0, KERNEL_CLASSES, size=(batch, 2))),
-        oracle=lambda sampler, h, truth: kernel_log_prob(sampler, h),
+        oracle=lambda sampler, h, truth: kernel_mixture_log_prob(sampler, h),
         tolerance=(1e-4, 1e-4),
         chi_square=ChiSquare(batch=2, input_seed=7, draws=100_000, seed=21),
         build=lambda table, biases: tfs.samplers.KernelSampler(
-            table, feature_map=KERNEL_MAPS[name](), leaf_size=16, biases=biases))
+            table, feature_map=KERNEL_MAPS[name](), leaf_size=16, biases=biases,
+            prior_weight=prior_weight))
 
 
 def _lsh_case(family, query):
@@ -229,6 +245,9 @@ def _builtin_case(name):
 
 CASES = {f"kernel-{name}-{'bias' if biases else 'nobias'}": _kernel_case(name, biases)
          for name in KERNEL_MAPS for biases in (True, False)}
+# The per-example defensive mixture a p_lu + (1 - a) q_tree.
+CASES["kernel-positive-bias-prior50"] = _kernel_case("positive", True, prior_weight=0.5)
+CASES["kernel-quadratic-nobias-prior10"] = _kernel_case("quadratic", False, prior_weight=0.1)
 CASES.update({f"lsh-{family}-{query}": _lsh_case(family, query)
               for family in LSH_CONFIGS for query in ("embedding", "label")})
 CASES["adversarial"] = _adversarial_case()

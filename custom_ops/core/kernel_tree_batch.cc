@@ -6,6 +6,7 @@
 
 #include "custom_ops/core/block_dot.h"
 #include "custom_ops/core/group_by_key.h"
+#include "custom_ops/core/log_uniform_prior.h"
 #include "custom_ops/core/random.h"
 #include "custom_ops/core/shard_failure.h"
 
@@ -44,6 +45,11 @@ int64_t SampleBatch(const KernelTree& tree, const BatchSampleRequest& request,
   std::vector<Pair> pairs(batch * max_pairs);
   std::vector<int64_t> num_pairs(batch);
   std::vector<uint64_t> shuffle_seeds(batch);
+  // With prior_weight a > 0 the last num_prior[b] of query b's slots hold
+  // draws from the log-uniform prior (their tree log q comes in step 4).
+  const double a = request.prior_weight;
+  const LogUniformPrior prior(shape.num_classes);
+  std::vector<int64_t> num_prior(batch, 0);
   const int64_t descent_cost =
       S * 2 * depth * tree.num_features() + tree.spec().num_omega * dim;
   parallel(batch, descent_cost, [&](int64_t begin, int64_t end) {
@@ -55,7 +61,11 @@ int64_t SampleBatch(const KernelTree& tree, const BatchSampleRequest& request,
       std::copy(state.x.begin(), state.x.end(), x.begin() + b * dim);
       x_sq[b] = state.x_sq;
       state.leaves.clear();
-      tree.Descend(&state, S, &rng, &state.leaves);
+      const int64_t n_prior = NumPriorDraws(a, S, &rng);
+      const int64_t n_tree = S - n_prior;
+      if (n_tree > 0) tree.Descend(&state, n_tree, &rng, &state.leaves);
+      for (int64_t k = n_tree; k < S; ++k) request.ids[b * S + k] = prior.Sample(&rng);
+      num_prior[b] = n_prior;
       Pair* mine = pairs.data() + b * max_pairs;
       int64_t n = 0, first = 0;
       for (const LeafDraws& reached : state.leaves) {
@@ -140,7 +150,38 @@ int64_t SampleBatch(const KernelTree& tree, const BatchSampleRequest& request,
   });
   if (failure.failed()) return failure.item();
 
-  // 4. Each query's draws in a uniformly random order (iid sequence).
+  // 4. With the prior mixed in: the tree's log q of the prior's draws, then
+  //    every log q the mixture's.
+  if (a > 0.0) {
+    ShardFailure prior_failure;
+    parallel(batch, descent_cost, [&](int64_t begin, int64_t end) {
+      QueryState state;
+      tree.InitState(&state);
+      for (int64_t b = begin; b < end; ++b) {
+        int64_t* ids = request.ids + b * S;
+        float* log_q = request.log_q + b * S;
+        const int64_t n_tree = S - num_prior[b];
+        if (a < 1.0 && num_prior[b] > 0) {
+          tree.SetQuery(request.inputs + b * table.d, &state);
+          if (!tree.LogProb(&state, ids + n_tree, num_prior[b], log_q + n_tree)) {
+            prior_failure.Record(b);
+            return;
+          }
+        }
+        for (int64_t k = 0; k < S; ++k) {
+          log_q[k] = MixtureLogQ(a, prior.Prob(ids[k]), log_q[k]);
+        }
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t i = b * T + t;
+          request.true_log_q[i] =
+              MixtureLogQ(a, prior.Prob(request.true_classes[i]), request.true_log_q[i]);
+        }
+      }
+    });
+    if (prior_failure.failed()) return prior_failure.item();
+  }
+
+  // 5. Each query's draws in a uniformly random order (iid sequence).
   parallel(batch, S * 4, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       Random rng(shuffle_seeds[b]);

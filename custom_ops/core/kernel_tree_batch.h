@@ -26,6 +26,11 @@ struct BatchSampleRequest {
   int64_t* ids = nullptr;               // out [batch, S]
   float* log_q = nullptr;               // out [batch, S]
   float* true_log_q = nullptr;          // out [batch, T]
+  // a in [0, 1]: each query's proposal is a p_lu + (1 - a) q_tree(.|query),
+  // TensorFlow's log-uniform over the tree's classes mixed in
+  // (core/log_uniform_prior.h); Binomial(S, a) of a query's draws come from
+  // p_lu, and every log q is the mixture's.
+  double prior_weight = 0.0;
 };
 
 // Fills the request's outputs. Returns -1, or the index of a query for which

@@ -44,6 +44,18 @@ struct FeatureAttrs {
   }
 };
 
+// The prior_weight attribute of the sampling ops: the log-uniform share a of
+// the proposal a p_lu + (1 - a) q_tree (core/log_uniform_prior.h).
+inline absl::Status ParsePriorWeight(OpKernelConstruction* ctx, float* prior_weight) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("prior_weight", prior_weight));
+  if (!(*prior_weight >= 0.0f && *prior_weight <= 1.0f)) {
+    return errors::InvalidArgument(
+        "prior_weight must be in [0, 1] (the log-uniform share of the proposal), got ",
+        *prior_weight);
+  }
+  return absl::OkStatus();
+}
+
 // The feature map for augmented rows of width `dim` (the last column a bias
 // when has_bias) with projections omega. values_on_host=false (GPU kernels:
 // omega is in device memory) leaves the finiteness check to the device.

@@ -166,7 +166,17 @@ class KernelTreeGpuFamily {
   static constexpr const char* kQueries = "inputs";
   static constexpr bool kIdsOnHost = false;
 
-  absl::Status Init(OpKernelConstruction* ctx, SamplerOp) { return attrs_.Parse(ctx); }
+  absl::Status Init(OpKernelConstruction* ctx, SamplerOp) {
+    TF_RETURN_IF_ERROR(attrs_.Parse(ctx));
+    float prior_weight = 0.0f;
+    TF_RETURN_IF_ERROR(ParsePriorWeight(ctx, &prior_weight));
+    if (prior_weight > 0.0f) {
+      return errors::Unimplemented(
+          "prior_weight=", prior_weight, " (a log-uniform share of the proposal) has no GPU "
+          "kernel: place the sampling op on the CPU, or use prior_weight=0");
+    }
+    return absl::OkStatus();
+  }
   absl::Status ParseInputs(OpKernelContext* ctx, Inputs* in) const {
     return in->Parse(ctx, attrs_, /*values_on_host=*/false);
   }

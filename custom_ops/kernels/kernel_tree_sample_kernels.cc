@@ -6,6 +6,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "custom_ops/core/kernel_tree_batch.h"
+#include "custom_ops/core/log_uniform_prior.h"
 #include "custom_ops/kernels/candidate_sampling.h"
 #include "custom_ops/kernels/kernel_tree_common.h"
 #include "custom_ops/kernels/sampler_ops.h"
@@ -32,59 +33,21 @@ int64_t QueryCost(const TreeInputs& in, int64_t draws) {
   return draws * DrawCost(in) + in.spec.num_omega * in.spec.dim;
 }
 
-// TensorFlow's log-uniform (Zipfian) distribution over [0, range_max)
-// (LogUniformSampler, range_sampler.cc): p(i) = log((i + 2) / (i + 1)) /
-// log(range_max + 1), drawn by inverse CDF.
-class LogUniformPrior {
- public:
-  explicit LogUniformPrior(int64_t range_max)
-      : range_max_(range_max), log_range_(std::log1p(double(range_max))) {}
-
-  // floor(exp(u log(range_max + 1))) - 1 for u uniform in [0, 1), reduced
-  // mod range_max as TensorFlow does (only a roundoff reaches range_max).
-  int64_t Sample(Random* rng) const {
-    const int64_t value =
-        static_cast<int64_t>(std::exp(rng->Uniform() * log_range_)) - 1;
-    return value % range_max_;
-  }
-
-  double Prob(int64_t id) const {
-    return std::log((id + 2.0) / (id + 1.0)) / log_range_;
-  }
-
- private:
-  int64_t range_max_;
-  double log_range_;
-};
-
-// log(a p_prior + (1 - a) q_tree) from log q_tree.
-inline float MixtureLogQ(double a, double p_prior, float log_q_tree) {
-  return static_cast<float>(
-      std::log(a * p_prior + (1.0 - a) * std::exp(double(log_q_tree))));
-}
-
 }  // namespace
 
 // The kernel-tree family of the sampling-op skeleton (sampler_ops.h): inputs
 // nodes, embeddings, biases (variable handles, read in place), omega and the
-// queries `inputs`; attributes the feature map, leaf_size and, for the
-// candidate sampler, the log-uniform share prior_weight.
+// queries `inputs`; attributes the feature map, leaf_size and the
+// log-uniform share prior_weight of the proposal.
 class KernelTreeFamily {
  public:
   using Inputs = TreeInputs;
   static constexpr const char* kQueries = "inputs";
   static constexpr bool kIdsOnHost = true;
 
-  absl::Status Init(OpKernelConstruction* ctx, SamplerOp op) {
+  absl::Status Init(OpKernelConstruction* ctx, SamplerOp) {
     TF_RETURN_IF_ERROR(attrs_.Parse(ctx));
-    if (op != SamplerOp::kCandidateSampler) return absl::OkStatus();
-    TF_RETURN_IF_ERROR(ctx->GetAttr("prior_weight", &prior_weight_));
-    if (!(prior_weight_ >= 0.0f && prior_weight_ <= 1.0f)) {
-      return errors::InvalidArgument(
-          "prior_weight must be in [0, 1] (the log-uniform share of the proposal), got ",
-          prior_weight_);
-    }
-    return absl::OkStatus();
+    return ParsePriorWeight(ctx, &prior_weight_);
   }
 
   absl::Status ParseInputs(OpKernelContext* ctx, Inputs* in) const {
@@ -108,6 +71,7 @@ class KernelTreeFamily {
     request.ids = r.ids;
     request.log_q = r.log_q;
     request.true_log_q = r.true_log_q;
+    request.prior_weight = prior_weight_;
     const int64_t failed = SampleBatch(tree, request, OpParallelRange(ctx));
     return failed < 0 ? absl::OkStatus() : NonFiniteRowError(failed);
   }
@@ -115,15 +79,26 @@ class KernelTreeFamily {
   absl::Status LogProb(OpKernelContext* ctx, const Inputs& in,
                        const LogProbRequest& r) const {
     const KernelTree tree(in.spec, in.shape, in.nodes, in.table);
+    const double a = prior_weight_;
+    const LogUniformPrior prior(in.shape.num_classes);
     ShardFailure failure;
     ParallelFor(ctx, r.batch, QueryCost(in, r.n), [&](int64_t begin, int64_t end) {
       QueryState state;
       tree.InitState(&state);
       for (int64_t b = begin; b < end; ++b) {
-        tree.SetQuery(in.inputs + b * in.table.d, &state);
-        if (!tree.LogProb(&state, r.classes + b * r.n, r.n, r.log_q + b * r.n)) {
-          failure.Record(b);
-          return;
+        const int64_t* classes = r.classes + b * r.n;
+        float* log_q = r.log_q + b * r.n;
+        if (a < 1.0) {  // a = 1: exactly log-uniform, no tree work
+          tree.SetQuery(in.inputs + b * in.table.d, &state);
+          if (!tree.LogProb(&state, classes, r.n, log_q)) {
+            failure.Record(b);
+            return;
+          }
+        }
+        if (a > 0.0) {
+          for (int64_t k = 0; k < r.n; ++k) {
+            log_q[k] = MixtureLogQ(a, prior.Prob(classes[k]), log_q[k]);
+          }
         }
       }
     });
@@ -162,8 +137,7 @@ class KernelTreeFamily {
     const double a = prior_weight_;
     const LogUniformPrior prior(r.range_max);
     auto draw_mixture = [&](int64_t n, int64_t* ids, float* log_q) -> absl::Status {
-      int64_t n_prior = 0;
-      for (int64_t k = 0; k < n; ++k) n_prior += rng.Uniform() < a;
+      const int64_t n_prior = NumPriorDraws(a, n, &rng);
       const int64_t n_tree = n - n_prior;
       if (n_tree > 0) TF_RETURN_IF_ERROR(draw(n_tree, ids, log_q));
       for (int64_t k = n_tree; k < n; ++k) ids[k] = prior.Sample(&rng);
@@ -171,10 +145,7 @@ class KernelTreeFamily {
           !tree.LogProb(&state, ids + n_tree, n_prior, log_q + n_tree)) {
         return NonFiniteRowError(0);
       }
-      for (int64_t k = 0; k < n; ++k) {
-        const double p = prior.Prob(ids[k]);
-        log_q[k] = a < 1.0 ? MixtureLogQ(a, p, log_q[k]) : static_cast<float>(std::log(p));
-      }
+      for (int64_t k = 0; k < n; ++k) log_q[k] = MixtureLogQ(a, prior.Prob(ids[k]), log_q[k]);
       ShuffleDraws(n, &rng, ids, log_q);
       return absl::OkStatus();
     };
@@ -212,7 +183,7 @@ class KernelTreeFamily {
 
  private:
   FeatureAttrs attrs_;
-  float prior_weight_ = 0.0f;  // log-uniform share a of the shared proposal, in [0, 1]
+  float prior_weight_ = 0.0f;  // log-uniform share a of the proposal, in [0, 1]
 };
 
 TF_SAMPLED_REGISTER_SAMPLER_KERNELS("KernelTree", KernelTreeFamily);

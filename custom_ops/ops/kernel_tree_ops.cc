@@ -113,6 +113,7 @@ REGISTER_OP("TfSampled>KernelTreeSample")
     .Attr("num_sampled: int >= 1")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
+    .Attr("prior_weight: float = 0.0")
     .TF_SAMPLED_FEATURE_ATTRS
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) {
@@ -123,6 +124,9 @@ REGISTER_OP("TfSampled>KernelTreeSample")
     .Doc(R"doc(
 Per-example negatives: num_sampled iid classes per input row from the kernel
 tree's proposal q(.|inputs[b]), with exact log q, and log q of the true classes.
+prior_weight: a in [0, 1]; the proposal is a p_lu + (1 - a) q_tree(.|inputs[b]),
+p_lu TensorFlow's log-uniform over the tree's classes (0, the default: the
+tree alone; CPU only for a > 0).
 The draws are a function of (seed, seed2, counter) alone: counter (a scalar
 >= 0, the caller's stream position, e.g. a checkpointed call count) selects
 the call's stream, so the same seeds and counter give the same samples in any
@@ -137,6 +141,7 @@ REGISTER_OP("TfSampled>KernelTreeLogProb")
     .Input("inputs: float")
     .Input("classes: int64")
     .Output("log_q: float")
+    .Attr("prior_weight: float = 0.0")
     .TF_SAMPLED_FEATURE_ATTRS
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch;
@@ -144,7 +149,8 @@ REGISTER_OP("TfSampled>KernelTreeLogProb")
       return LogProbShape(c, batch, 5);
     })
     .Doc(R"doc(
-log q(classes[b, k] | inputs[b]) under the kernel tree's proposal.
+log q(classes[b, k] | inputs[b]) under the kernel tree's proposal, with the
+log-uniform share prior_weight as in KernelTreeSample.
 )doc");
 
 REGISTER_OP("TfSampled>KernelTreeCandidateSampler")

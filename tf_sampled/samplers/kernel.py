@@ -13,6 +13,14 @@ DEFAULT_LEAF_SIZE = 128
 DEFAULT_PRIOR_WEIGHT = 0.5
 
 
+def _check_prior_weight(prior_weight):
+    """prior_weight as a float in [0, 1], or ValueError naming it."""
+    if (isinstance(prior_weight, bool) or not isinstance(prior_weight, numbers.Real)
+            or not 0.0 <= float(prior_weight) <= 1.0):  # NaN fails the comparison
+        raise ValueError(f"prior_weight must be a number in [0, 1], got {prior_weight!r}")
+    return float(prior_weight)
+
+
 class KernelSampler(base.Sampler):
     """Samples classes from q(i | h) proportional to a kernel K([h, 1], [w_i, b_i]).
 
@@ -46,11 +54,20 @@ class KernelSampler(base.Sampler):
       incremental: keep the row snapshot that `refresh(ids)` needs (memory of
         one more table). False keeps only the node sums (about 4 F / (leaf_size
         dim) of the table) and allows full `refresh()` only.
+      prior_weight: a in [0, 1], the log-uniform share of the per-example
+        proposal of `sample` and `log_prob`: q(i | h) = a p_lu(i) + (1 - a)
+        q_tree(i | h), p_lu TensorFlow's log-uniform (class ids sorted by
+        decreasing frequency). A defensive mixture: every class keeps at
+        least a p_lu(i), also while the model's softmax, which the tree
+        follows, is still near uniform. Binomial(S, a) of each row's draws
+        come from p_lu; every log q is the mixture's. 0 (the default): the
+        tree alone. CPU kernels only for a > 0. `candidate_sampler` takes
+        its own `prior_weight`.
       name: module name.
     """
 
     def __init__(self, embeddings, feature_map=None, leaf_size=DEFAULT_LEAF_SIZE,
-                 biases=None, incremental=True, name=None):
+                 biases=None, incremental=True, prior_weight=0.0, name=None):
         shape = embeddings.shape
         base.check_table_shape(shape)
         if biases is not None and tf.TensorShape(biases.shape) != [shape[0]]:
@@ -58,6 +75,7 @@ class KernelSampler(base.Sampler):
                 f"biases must have shape [{shape[0]}] like embeddings' rows, got {biases.shape}")
         super().__init__(int(shape[0]), name=name)
         self.leaf_size = base.check_count("leaf_size", leaf_size)
+        self.prior_weight = _check_prior_weight(prior_weight)
         self.feature_map = features_lib.get(
             feature_map if feature_map is not None else features_lib.PositiveRandom(128))
         self.embeddings = embeddings
@@ -125,14 +143,14 @@ class KernelSampler(base.Sampler):
         seed1, seed2, counter = self.stream.next(seed)
         ids, log_q, true_log_q = self._library.tf_sampled_kernel_tree_sample(
             true_classes=true_classes, counter=counter, num_sampled=num_sampled, seed=seed1,
-            seed2=seed2, **args, **self._attrs)
+            seed2=seed2, prior_weight=self.prior_weight, **args, **self._attrs)
         return base.SampledCandidates(ids, log_q, true_log_q)
 
     def log_prob(self, inputs, classes):
         args = self._table_args(inputs)
         classes = base.as_class_matrix(classes, "classes", args["inputs"].shape[0])
         return self._library.tf_sampled_kernel_tree_log_prob(
-            classes=classes, **args, **self._attrs)
+            classes=classes, prior_weight=self.prior_weight, **args, **self._attrs)
 
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
                           seed=None, name=None, inputs=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
@@ -173,9 +191,7 @@ class KernelSampler(base.Sampler):
         """
         if inputs is None:
             raise ValueError("KernelSampler.candidate_sampler needs `inputs` [batch, dim]")
-        if (isinstance(prior_weight, bool) or not isinstance(prior_weight, numbers.Real)
-                or not 0.0 <= float(prior_weight) <= 1.0):  # NaN fails the comparison
-            raise ValueError(f"prior_weight must be a number in [0, 1], got {prior_weight!r}")
+        prior_weight = _check_prior_weight(prior_weight)
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._table_args(inputs)
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
@@ -184,7 +200,7 @@ class KernelSampler(base.Sampler):
             return self._library.tf_sampled_kernel_tree_candidate_sampler(
                 true_classes=true_classes, counter=counter, num_true=num_true,
                 num_sampled=num_sampled, unique=bool(unique), range_max=range_max, seed=seed1,
-                seed2=seed2, prior_weight=float(prior_weight), **args, **self._attrs)
+                seed2=seed2, prior_weight=prior_weight, **args, **self._attrs)
 
     @property
     def refreshes_ids(self):

@@ -12,7 +12,7 @@ NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram", "kernel", "lsh"
 # The options each name takes (keyword arguments of its constructor).
 OPTIONS = {"uniform": (), "log_uniform": (), "learned_unigram": (),
            "unigram": ("counts", "distortion"),
-           "kernel": ("feature_map", "leaf_size", "incremental"),
+           "kernel": ("feature_map", "leaf_size", "incremental", "prior_weight"),
            "lsh": ("num_tables", "num_hashes", "bucket_size", "family", "bin_size", "query",
                    "epsilon", "rebuild_every", "rehash_every", "seed"),
            "adversarial": ("path",)}
@@ -52,8 +52,9 @@ def get(name, embeddings=None, biases=None, num_classes=None, dim=None, **option
     Args:
       name: one of `NAMES`: "uniform", "log_uniform", "unigram" (options
         `counts`, `distortion`), "learned_unigram", "kernel" (a
-        `KernelSampler`: `feature_map`, `leaf_size`, `incremental`), "lsh"
-        (an `LSHSampler`: `num_tables`, `num_hashes`, `bucket_size`, `family`,
+        `KernelSampler`: `feature_map`, `leaf_size`, `incremental`,
+        `prior_weight`), "lsh" (an `LSHSampler`: `num_tables`, `num_hashes`,
+        `bucket_size`, `family`,
         `bin_size`, `query`, `epsilon`, `rebuild_every`, `rehash_every`,
         `seed`) or "adversarial" (an
         `AdversarialSampler` loaded from `path`).
