@@ -78,7 +78,8 @@ def run_worker(args):
         inputs = keras.Input([args.input_dim])
         h = keras.layers.Dense(dim, activation="tanh")(inputs)
         head = tfs.layers.SampledSoftmax(num_classes, num_sampled=args.num_sampled,
-                                         sampler=args.sampler, seed=1)
+                                         sampler=args.sampler, shared_negatives=False,
+                                         seed=1)
         model = tfs.layers.SampledSoftmaxModel(inputs, head(h))
         trunk = keras.Model(inputs, h)
         optimizer = tfs.optimizers.LazyAdam(1e-3)

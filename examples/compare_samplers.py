@@ -1,7 +1,8 @@
 """Compares sampled-softmax objectives at equal wall-clock on a real task.
 
-Every objective (full softmax; tf.nn.sampled_softmax_loss with TensorFlow's
-uniform, log-uniform and unigram samplers; tf_sampled's kernel samplers with
+Every objective (full softmax; the package's SampledSoftmax layer with its
+defaults; tf.nn.sampled_softmax_loss with TensorFlow's uniform, log-uniform
+and unigram samplers; tf_sampled's kernel samplers with
 each feature map, per-example and batch-shared; the LSH sampler; the
 adversarial auxiliary-model sampler; negative sampling with uniform, unigram and
 adversarial noise; see sampler_objectives.py) trains the same model with the
@@ -55,9 +56,10 @@ import tf_sampled as tfs
 
 FLAGS = flags.FLAGS
 # The main job: TensorFlow's log-uniform sampler at a small and at a large S
-# (nearly free: shared negatives are one matmul), the package's per-example
-# kernel sampler at small S and its drop-in at the large S, full softmax.
-DEFAULT_OBJECTIVES = ["full", "log_uniform@16", "log_uniform@1024", "kernel@16",
+# (nearly free: shared negatives are one matmul), the package's Keras layer
+# as users get it (SampledSoftmax(num_classes)), its per-example kernel
+# sampler at small S and its drop-in at the large S, full softmax.
+DEFAULT_OBJECTIVES = ["full", "log_uniform@16", "log_uniform@1024", "layer", "kernel@16",
                       "kernel@64", "kernel_shared@1024"]
 flags.DEFINE_enum("dataset", "wordnet", list(tfs.datasets.LOADERS), "Task to train on.")
 flags.DEFINE_list("objectives", DEFAULT_OBJECTIVES,
@@ -230,9 +232,9 @@ class Trainer:
                   flush=True)
         elif isinstance(sampler, tfs.samplers.KernelSampler):
             print(f"{self.tag} KernelSampler: leaf_size {sampler.leaf_size}, "
-                  f"{sampler.feature_map!r}, full refresh every {config.refresh_every} "
-                  f"steps{' (by the SampledSoftmax layer)' if self.by_layer else ''}",
-                  flush=True)
+                  f"{sampler.feature_map!r}, prior_weight {sampler.prior_weight}, full "
+                  f"refresh every {config.refresh_every} steps"
+                  f"{' (by the SampledSoftmax layer)' if self.by_layer else ''}", flush=True)
         self.train_step = make_train_step(loss_fn, encoder, variables, optimizer,
                                           data.x_train.shape[1])
 

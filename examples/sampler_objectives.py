@@ -23,6 +23,10 @@ cheapest move they have. The package's samplers are built by name with
 
 Objectives (`OBJECTIVES`):
   full                   full softmax cross-entropy (the reference)
+  layer                  tfs.layers.SampledSoftmax(num_classes) with no sampler
+                         arguments, the package's recommended configuration
+                         (batch-shared log-uniform negatives, S = 1024 unless
+                         `layer@S`), trained by the layer
   uniform, log_uniform,  tf.nn.sampled_softmax_loss with TensorFlow's
   unigram                uniform / log-uniform / fixed unigram (train counts)
                          candidate samplers (batch-shared, unique)
@@ -37,6 +41,9 @@ Objectives (`OBJECTIVES`):
                          (its default proposal: a p_lu + (1 - a) q_tree,
                          TensorFlow's log-uniform mixed into the tree's,
                          prior_weight a = 0.5)
+  kernel_prior           the per-example kernel sampler (positive random
+                         features) with TensorFlow's log-uniform mixed into
+                         each example's proposal, prior_weight a = 0.5
   kernel_tree_shared,    kernel_shared with prior_weight a = 0 (the tree's
   kernel_prior25_shared, proposal alone), 0.25 and 0.75 (a = 1 would be
   kernel_prior75_shared  exactly log_uniform)
@@ -80,8 +87,12 @@ ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
 # Trained by negative sampling: their scores are logits + log p_n(y|x).
 NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
 # Trained by the SampledSoftmax layer itself (see the module docstring).
-LAYER_OBJECTIVES = tuple(f"kernel{m}" for m in KERNEL_MAPS) + ("uniform_ns", "unigram_ns")
-OBJECTIVES = ("full", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
+# The per-example kernel sampler with log-uniform mixed in: objective -> prior_weight.
+PRIOR_OBJECTIVES = {"kernel_prior": 0.5}
+LAYER_OBJECTIVES = ("layer",) + tuple(f"kernel{m}" for m in KERNEL_MAPS) + \
+    tuple(PRIOR_OBJECTIVES) + ("uniform_ns", "unigram_ns")
+OBJECTIVES = ("full", "layer", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \
+    tuple(PRIOR_OBJECTIVES) + \
     tuple(PRIOR_SHARED_OBJECTIVES) + LSH_OBJECTIVES + ("adversarial",) + NS_OBJECTIVES
 # TensorFlow's own samplers through tf.nn.sampled_softmax_loss: the baselines
 # that a package objective must beat at equal wall-clock.
@@ -113,7 +124,7 @@ class Objective:
 
 
 def parse_objective(spec, num_sampled, num_classes):
-    """`name` or `name@S` -> Objective (S defaults to `num_sampled`).
+    """`name` or `name@S` -> Objective (S defaults to `num_sampled`; `layer`'s to the layer's).
 
     Raises:
       ValueError: naming the spec, if the name is unknown, S is not a positive
@@ -133,7 +144,12 @@ def parse_objective(spec, num_sampled, num_classes):
     if at and not size.isdigit():
         raise ValueError(f"objective {spec!r}: S after '@' must be a positive integer, "
                          f"got {size!r}")
-    size = int(size) if at else int(num_sampled)
+    if at:
+        size = int(size)
+    elif name == "layer":
+        size = tfs.layers.SampledSoftmax(num_classes).num_sampled
+    else:
+        size = int(num_sampled)
     if not 1 <= size < num_classes:
         raise ValueError(f"objective {spec!r}: S = {size} must be in [1, {num_classes}) for "
                          f"a task with {num_classes} classes")
@@ -144,6 +160,7 @@ def head_options(objective, num_sampled, class_counts, seed, leaf_size=None,
                  num_features=128, refresh_every=None):
     """`tfs.layers.SampledSoftmax` arguments of an objective in LAYER_OBJECTIVES, else None.
 
+    `layer`: the layer's defaults (only num_sampled and the seed given).
     The per-example kernel objectives: sampler "kernel" with the objective's
     feature map, rebuilt from the whole table every `refresh_every` steps;
     uniform_ns / unigram_ns: the negative-sampling loss with noise "uniform"
@@ -152,10 +169,15 @@ def head_options(objective, num_sampled, class_counts, seed, leaf_size=None,
     """
     if objective not in LAYER_OBJECTIVES:
         return None
+    if objective == "layer":
+        return dict(num_sampled=num_sampled, seed=seed)
     options = dict(num_sampled=num_sampled, seed=seed, refresh_touched=False)
     if objective.startswith("kernel"):
-        sampler_options = {"feature_map": _feature_map(objective[len("kernel"):],
-                                                       num_features, seed)}
+        prior_weight = PRIOR_OBJECTIVES.get(objective)
+        fmap = "" if prior_weight is not None else objective[len("kernel"):]
+        sampler_options = {"feature_map": _feature_map(fmap, num_features, seed)}
+        if prior_weight is not None:
+            sampler_options["prior_weight"] = prior_weight
         if leaf_size is not None:
             sampler_options["leaf_size"] = leaf_size
         return dict(options, sampler="kernel", sampler_options=sampler_options,

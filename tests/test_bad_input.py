@@ -113,18 +113,18 @@ def call_raw(ops, op, setup, **overrides):
                     biases=tree["biases"], omega=tree["omega"],
                     ids=np.array([1, 3, 1], np.int64), **attrs)
         fn = ops.tf_sampled_kernel_tree_refresh_rows
+    # Float attributes as Python floats (as the API passes them): an int (the
+    # generated wrapper's default 0 for prior_weight) sends the eager call to
+    # TensorFlow's slow fallback path, which reports a bad input dtype as a
+    # ValueError instead of the op's InvalidArgument.
     elif op == "sample":
         args = dict(true_classes=np.zeros([batch, 1], np.int64), counter=np.int64(0),
-                    num_sampled=3, seed=1, seed2=2, **tree, **attrs)
+                    num_sampled=3, seed=1, seed2=2, prior_weight=0.0, **tree, **attrs)
         fn = ops.tf_sampled_kernel_tree_sample
     elif op == "log_prob":
-        args = dict(classes=np.zeros([batch, 2], np.int64), **tree, **attrs)
+        args = dict(classes=np.zeros([batch, 2], np.int64), prior_weight=0.0, **tree, **attrs)
         fn = ops.tf_sampled_kernel_tree_log_prob
     elif op == "candidate_sampler":
-        # Float attributes as Python floats (as the API passes them): an int
-        # (the generated wrapper's default 0 for prior_weight) sends the eager
-        # call to TensorFlow's slow fallback path, which reports a bad input
-        # dtype as a ValueError instead of the op's InvalidArgument.
         args = dict(true_classes=np.zeros([batch, 1], np.int64), counter=np.int64(0),
                     num_true=1, num_sampled=3, unique=True, range_max=NUM_CLASSES, seed=1,
                     seed2=2, prior_weight=0.0, **tree, **attrs)

@@ -47,12 +47,13 @@ def wordnet():
     return dataclasses.replace(data, x_train=data.x_train[:2048], y_train=data.y_train[:2048])
 
 
-def _labels(objectives, num_sampled=_TINY.num_sampled):
-    return [o if o == "full" or "@" in o else f"{o}@{num_sampled}" for o in objectives]
+def _labels(objectives, num_classes, num_sampled=_TINY.num_sampled):
+    return [sampler_objectives.parse_objective(o, num_sampled, num_classes).label
+            for o in objectives]
 
 
-def _check_outputs(summary, objectives, out, evaluations):
-    objectives = _labels(objectives)
+def _check_outputs(summary, objectives, out, evaluations, num_classes=20206):
+    objectives = _labels(objectives, num_classes)
     assert [s["objective"] for s in summary] == objectives
     for s in summary:
         assert np.isfinite(s["val_ce"]) and 0 < s["val_ce"] < 20
@@ -115,6 +116,10 @@ def test_objective_specs():
     assert parse("log_uniform@1024", 16, 20000).label == "log_uniform@1024"
     assert parse("kernel", 16, 20000) == sampler_objectives.Objective("kernel", 16)
     assert parse("full", 16, 20000).label == "full" and parse("unigram", 8, 100).builtin
+    # The layer's default S unless given: 1024, at most C - 1.
+    assert parse("layer", 16, 20000).label == "layer@1024"
+    assert parse("layer", 16, 500).label == "layer@499"
+    assert parse("layer@64", 16, 500).label == "layer@64" and not parse("layer", 8, 100).builtin
     for spec, message in [("nope@16", "Unknown objective 'nope'"),
                           ("kernel@", "positive integer, got ''"),
                           ("kernel@x", "positive integer, got 'x'"),
@@ -124,6 +129,14 @@ def test_objective_specs():
                           ("log_uniform@100", r"S = 100 must be in \[1, 100\)")]:
         with pytest.raises(ValueError, match=message):
             parse(spec, 16, 100)
+
+
+def test_kernel_prior_head_options():
+    counts = np.ones(50)
+    head = sampler_objectives.head_options("kernel_prior", 8, counts, 0, refresh_every=10)
+    assert (head["refresh_touched"], head["refresh_every"]) == (False, 10)
+    assert head["sampler"] == "kernel" and head["sampler_options"]["prior_weight"] == 0.5
+    assert sampler_objectives.head_options("layer", 8, counts, 0) == dict(num_sampled=8, seed=0)
 
 
 @needs_ops

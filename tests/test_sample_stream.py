@@ -25,10 +25,11 @@ LAYER_SAMPLERS = {
                           shared_negatives=True, seed=11),
     "lsh": dict(sampler="lsh", sampler_options={"num_tables": 4, "bucket_size": 16, "seed": 1},
                 seed=11),
-    "learned_unigram": dict(sampler="learned_unigram", seed=11),
+    "learned_unigram": dict(sampler="learned_unigram", shared_negatives=False, seed=11),
     "log_uniform_shared": dict(sampler="log_uniform", shared_negatives=True, seed=11),
-    "uniform": dict(sampler="uniform", seed=11),
-    "unigram_unseeded": dict(sampler="unigram", sampler_options={"counts": COUNTS}),
+    "uniform": dict(sampler="uniform", shared_negatives=False, seed=11),
+    "unigram_unseeded": dict(sampler="unigram", sampler_options={"counts": COUNTS},
+                             shared_negatives=False),
     # sampler_options={"path": a saved AdversarialSampler} (see `make`).
     "adversarial": dict(sampler="adversarial", seed=11),
 }
@@ -120,7 +121,7 @@ C = 200
 x, y = task(C, n=512)
 for sampler in ("learned_unigram", "uniform"):
     with strategy.scope():
-        model = build(C, sampler=sampler, num_sampled=8, seed=3)
+        model = build(C, sampler=sampler, num_sampled=8, shared_negatives=False, seed=3)
         model.compile(tfs.optimizers.LazyAdam(0.02))
     head = model.sampled_softmax
     draws = []

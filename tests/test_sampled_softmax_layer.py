@@ -49,6 +49,76 @@ def test_sampled_loss_and_ess_match_numpy():
     np.testing.assert_allclose(ess.numpy(), w.sum(1) ** 2 / (w ** 2).sum(1) / S, rtol=1e-4)
 
 
+class FixedSharedSampler(tfs.samplers.Sampler):
+    """Returns the same TensorFlow triple at every candidate_sampler call."""
+
+    def __init__(self, num_classes, ids, true_counts, sampled_counts):
+        super().__init__(num_classes)
+        self.triple = (tf.constant(ids), tf.constant(true_counts), tf.constant(sampled_counts))
+
+    def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
+                          seed=None, name=None, inputs=None):
+        return self.triple
+
+
+def test_shared_negatives_loss_and_ess_match_numpy():
+    rng = np.random.RandomState(1)
+    B, S = 6, 5
+    ids = rng.choice(C, S, replace=False).astype(np.int64)
+    labels = rng.randint(0, C, size=B).astype(np.int64)
+    labels[1] = ids[3]  # an accidental hit
+    sampled_counts = rng.uniform(0.01, 0.1, size=S).astype(np.float32)
+    true_counts = rng.uniform(0.01, 0.1, size=(B, 1)).astype(np.float32)
+    layer = tfs.layers.SampledSoftmax(
+        C, num_sampled=S, ess_rows=4, shared_negatives=True,
+        sampler=FixedSharedSampler(C, ids, true_counts, sampled_counts),
+        bias_initializer="random_normal")
+    h = rng.normal(size=(B, 7)).astype(np.float32)
+    losses, touched, ess = layer.sampled_loss(h, labels)
+    W, b = layer.embeddings.numpy(), layer.bias.numpy()
+    # Expected counts are S q: the per-example form with log q = log(count / S).
+    tiled = np.tile(ids, (B, 1))
+    log_q = np.tile(np.log(sampled_counts / S), (B, 1))
+    np.testing.assert_allclose(
+        losses.numpy(), numpy_loss(W, b, labels[:, None], h, tiled, log_q,
+                                   np.log(true_counts / S), True, True), rtol=1e-5)
+    np.testing.assert_array_equal(np.sort(touched.numpy()),
+                                  np.sort(np.concatenate([labels, ids])))
+    log_w = (h[:4] @ W[ids].T + b[ids] - np.log(sampled_counts)).astype(np.float64)
+    w = np.where(tiled[:4] == labels[:4, None], 0.0, np.exp(log_w))
+    np.testing.assert_allclose(ess.numpy(), w.sum(1) ** 2 / (w ** 2).sum(1) / S, rtol=1e-4)
+
+
+def test_default_layer_trains_with_shared_log_uniform_negatives():
+    layer = tfs.layers.SampledSoftmax(20_000)
+    assert (layer.num_sampled, layer.shared_negatives) == (1024, True)
+    assert layer.get_config()["sampler"] == "log_uniform"
+    restored = tfs.layers.SampledSoftmax.from_config(layer.get_config())
+    assert (restored.num_sampled, restored.shared_negatives) == (1024, True)
+    # At most num_classes - 1 negatives.
+    assert tfs.layers.SampledSoftmax(300).num_sampled == 299
+    assert tfs.layers.SampledSoftmax(2, eval_top_k=(1,)).num_sampled == 1
+    # Samplers that read the inputs draw per example, 64 by default; so
+    # does negative sampling (iid draws from p_n).
+    for args in [dict(sampler="kernel"), dict(sampler="lsh"),
+                 dict(loss="negative_sampling"), dict(shared_negatives=False)]:
+        layer = tfs.layers.SampledSoftmax(20_000, **args)
+        assert (layer.num_sampled, layer.shared_negatives) == (64, False), args
+    unigram = tfs.samplers.Unigram(np.arange(1, 301))
+    layer = tfs.layers.SampledSoftmax(300, sampler=unigram, num_sampled=16)
+    assert (layer.num_sampled, layer.shared_negatives) == (16, True)
+    # The default layer's loss is tf.nn's with the same triple.
+    h = np.random.RandomState(0).normal(size=(8, 5)).astype(np.float32)
+    labels = np.arange(8, dtype=np.int64) * 7
+    layer = tfs.layers.SampledSoftmax(300, num_sampled=20, seed=3)
+    losses = layer.sampled_loss(h, labels)[0]
+    triple = tfs.samplers.LogUniform(300).candidate_sampler(
+        labels[:, None], 1, 20, True, 300, seed=3)
+    expected = tf.nn.sampled_softmax_loss(layer.embeddings, layer.bias, labels[:, None], h,
+                                          20, 300, sampled_values=triple)
+    np.testing.assert_allclose(losses.numpy(), expected.numpy(), rtol=1e-5)
+
+
 def test_importance_ess_is_one_for_the_softmax_and_small_for_a_poor_proposal():
     logits = np.log(np.array([[0.5, 0.25, 0.25, 0.125]]))
     assert tfs.layers.importance_ess(logits, logits).numpy() == pytest.approx([1.0])

@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampled import nn
+from tf_sampled import samplers as samplers_lib
 from tf_sampled.layers import chunked
 from tf_sampled.layers import metrics as metrics_lib
 from tf_sampled.layers import noise as noise_lib
@@ -13,6 +14,12 @@ from tf_sampled.layers import sampler_spec
 from tf_sampled.samplers import base
 
 _OUTPUTS = ("logits", "probabilities")
+# num_sampled=None: S of batch-shared negatives (scored by one [batch, dim] x
+# [dim, S] matmul, so a large S costs little) and of per-example ones (B x S
+# gathered dot products). Measured at equal wall-clock on WordNet and GCIDE:
+# benchmarks/RESULTS.md, "Equal wall-clock".
+DEFAULT_SHARED_NUM_SAMPLED = 1024
+DEFAULT_NUM_SAMPLED = 64
 _LABEL_SHAPES = "labels must have shape [batch] or [batch, 1] (one class per example)"
 
 
@@ -93,7 +100,8 @@ class SampledSoftmax(keras.layers.Layer):
     Args:
       num_classes: C, number of classes.
       num_sampled: S, negatives per example (per batch with shared
-        negatives); must be < num_classes.
+        negatives); must be < num_classes. None: 1024 shared negatives, 64
+        per-example ones (at most num_classes - 1).
       sampler: "uniform", "log_uniform" (ids sorted by decreasing frequency),
         "unigram" (sampler_options counts, distortion), "learned_unigram",
         "kernel" (a `KernelSampler` over this layer's table; sampler_options
@@ -108,6 +116,14 @@ class SampledSoftmax(keras.layers.Layer):
       sampler_options: dict of options for a sampler given by name.
       shared_negatives: draw one set of S negatives for the whole batch
         (TensorFlow's candidate-sampler contract) instead of S per example.
+        None: shared for the samplers that ignore the inputs ("uniform",
+        "log_uniform", "unigram", "learned_unigram" and their instances)
+        with loss="sampled_softmax", where per-example draws would only cost
+        more; per-example otherwise. The default layer,
+        `SampledSoftmax(num_classes)`, therefore trains as
+        `tf.nn.sampled_softmax_loss` with log-uniform negatives at S = 1024,
+        the configuration that reached a given validation loss soonest on
+        the tasks measured (benchmarks/RESULTS.md, "Equal wall-clock").
       unique: with shared negatives, draw S distinct classes (TensorFlow's
         `unique=True`); must be False for shared negative sampling.
       remove_accidental_hits: drop a sampled negative equal to the true class.
@@ -150,8 +166,8 @@ class SampledSoftmax(keras.layers.Layer):
         in calls, float32 in training and evaluation).
     """
 
-    def __init__(self, num_classes, num_sampled=64, sampler="log_uniform",
-                 sampler_options=None, shared_negatives=False, unique=True,
+    def __init__(self, num_classes, num_sampled=None, sampler="log_uniform",
+                 sampler_options=None, shared_negatives=None, unique=True,
                  remove_accidental_hits=None, subtract_log_q_true=None, output="logits",
                  top_k=None, refresh_touched=True, refresh_every=None, refresh_slice=None,
                  eval_top_k=(1, 5), eval_chunk_size=chunked.DEFAULT_CHUNK_SIZE, ess_rows=32,
@@ -169,12 +185,20 @@ class SampledSoftmax(keras.layers.Layer):
         # Set after Layer.__init__, which sets it to True.
         self.supports_jit = False
         self.num_classes = base.check_count("num_classes", num_classes)
+        self._sampler_spec, self.sampler_options = sampler_spec.check_spec(
+            sampler, sampler_options)
+        if shared_negatives is None:
+            shared_negatives = (loss == "sampled_softmax" and
+                                samplers_lib.registry.is_input_free(self._sampler_spec))
+        self.shared_negatives = bool(shared_negatives)
+        if num_sampled is None:
+            default = DEFAULT_SHARED_NUM_SAMPLED if self.shared_negatives \
+                else DEFAULT_NUM_SAMPLED
+            num_sampled = max(1, min(default, num_classes - 1))
         self.num_sampled = base.check_count("num_sampled", num_sampled)
         if num_sampled >= num_classes:
             raise ValueError(f"num_sampled ({num_sampled}) must be < num_classes "
                              f"({num_classes}); use a full softmax for so few classes")
-        self._sampler_spec, self.sampler_options = sampler_spec.check_spec(
-            sampler, sampler_options)
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
         if top_k is not None:
@@ -186,7 +210,6 @@ class SampledSoftmax(keras.layers.Layer):
         self.ess_rows = base.check_count("ess_rows", ess_rows)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.shared_negatives = bool(shared_negatives)
         self.unique = bool(unique)
         self.loss_kind = loss
         (self.remove_accidental_hits, self.subtract_log_q_true,
@@ -346,12 +369,13 @@ class SampledSoftmax(keras.layers.Layer):
         weights, biases = self._table()
         rows = tf.minimum(tf.shape(inputs)[0], self.ess_rows)
         inputs, labels = tf.stop_gradient(inputs[:rows]), labels[:rows]
-        if ids.shape.rank == 1:  # shared by the batch
+        if ids.shape.rank == 1:  # shared by the batch: S rows read once, one matmul
+            logits = tf.matmul(inputs, tf.gather(weights, ids), transpose_b=True)
             ids = tf.tile(ids[None, :], [rows, 1])
             log_proposal = tf.tile(log_proposal[None, :], [rows, 1])
         else:
             ids, log_proposal = ids[:rows], log_proposal[:rows]
-        logits = tf.einsum("bd,bsd->bs", inputs, tf.gather(weights, ids))
+            logits = tf.einsum("bd,bsd->bs", inputs, tf.gather(weights, ids))
         if biases is not None:
             logits += tf.gather(biases, ids)
         if self._noise is not None:

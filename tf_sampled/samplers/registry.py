@@ -18,6 +18,15 @@ OPTIONS = {"uniform": (), "log_uniform": (), "learned_unigram": (),
            "adversarial": ("path",)}
 # Names whose sampler reads the class table (the others need only num_classes).
 TABLE_NAMES = ("kernel", "lsh")
+# Names whose proposal ignores the inputs (TensorFlow's samplers).
+INPUT_FREE_NAMES = ("uniform", "log_uniform", "unigram", "learned_unigram")
+
+
+def is_input_free(sampler):
+    """Whether a sampler name or instance draws the same proposal for every input."""
+    if isinstance(sampler, str):
+        return sampler in INPUT_FREE_NAMES
+    return isinstance(sampler, builtin._InputFreeSampler)  # pylint: disable=protected-access
 
 
 def check_options(name, options):
