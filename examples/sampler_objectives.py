@@ -33,7 +33,9 @@ Objectives (`OBJECTIVES`):
   kernel[_MAP][_shared]  tfs.samplers.KernelSampler with feature map MAP:
                          (none) positive random features, `fourier` random
                          Fourier, `quadratic` Blanc & Rendle's, `moments`
-                         GaussianMoments; per-example negatives through
+                         GaussianMoments; per-example negatives (the
+                         sampler's default proposal a p_lu + (1 - a)
+                         q_tree(.|h), prior_weight a = 0.5) through
                          tfs.nn.sampled_softmax_loss (the fused op), or with
                          `_shared` batch-shared ones through
                          tfs.random.kernel_candidate_sampler as a drop-in
@@ -41,9 +43,11 @@ Objectives (`OBJECTIVES`):
                          (its default proposal: a p_lu + (1 - a) q_tree,
                          TensorFlow's log-uniform mixed into the tree's,
                          prior_weight a = 0.5)
-  kernel_prior           the per-example kernel sampler (positive random
-                         features) with TensorFlow's log-uniform mixed into
-                         each example's proposal, prior_weight a = 0.5
+  kernel_tree            the per-example kernel sampler (positive random
+                         features) without TensorFlow's log-uniform mixed
+                         into each example's proposal (prior_weight a = 0;
+                         the kernel objectives use the sampler's default,
+                         a = 0.5)
   kernel_tree_shared,    kernel_shared with prior_weight a = 0 (the tree's
   kernel_prior25_shared, proposal alone), 0.25 and 0.75 (a = 1 would be
   kernel_prior75_shared  exactly log_uniform)
@@ -87,8 +91,9 @@ ADVERSARIAL_OBJECTIVES = ("adversarial", "adversarial_ns")
 # Trained by negative sampling: their scores are logits + log p_n(y|x).
 NS_OBJECTIVES = ("uniform_ns", "unigram_ns", "adversarial_ns")
 # Trained by the SampledSoftmax layer itself (see the module docstring).
-# The per-example kernel sampler with log-uniform mixed in: objective -> prior_weight.
-PRIOR_OBJECTIVES = {"kernel_prior": 0.5}
+# The per-example kernel sampler with another log-uniform share than the
+# default: objective -> prior_weight.
+PRIOR_OBJECTIVES = {"kernel_tree": 0.0}
 LAYER_OBJECTIVES = ("layer",) + tuple(f"kernel{m}" for m in KERNEL_MAPS) + \
     tuple(PRIOR_OBJECTIVES) + ("uniform_ns", "unigram_ns")
 OBJECTIVES = ("full", "layer", "uniform", "log_uniform", "unigram") + KERNEL_OBJECTIVES + \

@@ -131,11 +131,13 @@ def test_objective_specs():
             parse(spec, 16, 100)
 
 
-def test_kernel_prior_head_options():
+def test_kernel_tree_head_options():
     counts = np.ones(50)
-    head = sampler_objectives.head_options("kernel_prior", 8, counts, 0, refresh_every=10)
+    head = sampler_objectives.head_options("kernel_tree", 8, counts, 0, refresh_every=10)
     assert (head["refresh_touched"], head["refresh_every"]) == (False, 10)
-    assert head["sampler"] == "kernel" and head["sampler_options"]["prior_weight"] == 0.5
+    assert head["sampler"] == "kernel" and head["sampler_options"]["prior_weight"] == 0.0
+    assert "prior_weight" not in sampler_objectives.head_options("kernel", 8, counts, 0)[
+        "sampler_options"]  # the sampler's default
     assert sampler_objectives.head_options("layer", 8, counts, 0) == dict(num_sampled=8, seed=0)
 
 

@@ -3,7 +3,7 @@
 `KernelSampler(..., prior_weight=a)` samples each row from a p_lu + (1 - a)
 q_tree(.|h) and returns that mixture's log q (the contract suite checks the
 density against a brute-force oracle and the draws by chi-square, cases
-`kernel-*-prior*`). Here: a = 0 is the tree alone bitwise, a = 1 is exactly
+`kernel-*-prior*`). Here: the default a = 0.5, a = 0 the tree alone, a = 1 exactly
 TensorFlow's log-uniform, the partition-function estimate is unbiased, the
 mixture's tails are what defends it (every class keeps a p_lu), and bad
 prior_weight values are named errors.
@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from error_assertions import raises_naming
+from oracles import kernel_log_prob
 from sampler_cases import kernel_mixture_log_prob, log_uniform_probabilities
 from stats import P_THRESHOLD, chi_square_p_value
 
@@ -36,18 +37,26 @@ def queries(batch=B, seed=1):
 TRUTH = np.array([[0, 7], [499, 3], [250, 250]], np.int64)
 
 
-def test_zero_prior_weight_is_the_tree_bitwise():
-    """prior_weight=0 draws no extra random numbers: the samples of a sampler
-    built without it, bit for bit."""
-    with_zero = make_sampler(0.0)
-    plain = tfs.samplers.KernelSampler(
-        with_zero.embeddings, feature_map=tfs.features.PositiveRandom(num_features=32, seed=5),
-        leaf_size=16, biases=with_zero.biases)
+def test_default_and_zero_prior_weight():
+    """The default proposal mixes half log-uniform in; prior_weight=0 is the
+    tree alone, which is the op's own default (the attribute left out)."""
+    assert make_sampler(0.5).prior_weight == tfs.samplers.kernel.DEFAULT_PRIOR_WEIGHT == 0.5
+    assert tfs.samplers.KernelSampler(tf.Variable(np.ones([C, DIM], np.float32))).prior_weight \
+        == 0.5
+    tree = make_sampler(0.0)
     h = queries()
-    left = with_zero.sample(h, 40, true_classes=TRUTH, seed=4)
-    right = plain.sample(h, 40, true_classes=TRUTH, seed=4)
-    for a, b in zip(left, right):
+    seeds = dict(seed=4, seed2=5, counter=np.int64(3))
+    args = dict(nodes=tree.nodes.handle, embeddings=tree.embeddings.handle,
+                biases=tree.biases.handle, omega=tree.omega, inputs=h, true_classes=TRUTH,
+                num_sampled=40, **seeds, **tree._attrs)  # pylint: disable=protected-access
+    library = tfs.load_ops()
+    with_zero = library.tf_sampled_kernel_tree_sample(prior_weight=0.0, **args)
+    left_out = library.tf_sampled_kernel_tree_sample(**args)
+    for a, b in zip(with_zero, left_out):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    all_ids = np.tile(np.arange(C), (B, 1))
+    np.testing.assert_allclose(tree.log_prob(h, all_ids).numpy(), kernel_log_prob(tree, h),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_full_prior_weight_is_log_uniform():

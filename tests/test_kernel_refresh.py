@@ -71,13 +71,15 @@ def test_full_refresh_follows_the_embeddings():
 
 
 def test_stale_tree_still_returns_the_exact_log_q():
-    """The tree lags the embeddings; log q describes what was actually sampled."""
-    from oracles import kernel_log_prob
+    """The tree lags the embeddings; log q describes what was actually sampled
+    (the default proposal: log-uniform mixed into the tree's)."""
+    from sampler_cases import kernel_mixture_log_prob
     sampler = make(tfs.features.PositiveRandom(32, seed=7))
+    assert sampler.prior_weight == 0.5
     sampler.embeddings.assign_add(tf.random.normal([NUM_CLASSES, DIM], seed=1))
     h = np.random.RandomState(8).normal(size=(2, DIM)).astype(np.float32)
     cands = sampler.sample(h, 40, seed=9)
-    ref = kernel_log_prob(sampler, h)  # stale node sums, current in-leaf logits
+    ref = kernel_mixture_log_prob(sampler, h)  # stale node sums, current in-leaf logits
     np.testing.assert_allclose(cands.log_q.numpy(), np.take_along_axis(ref, cands.ids.numpy(), 1),
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.exp(ref).sum(1), 1.0, rtol=1e-9)
