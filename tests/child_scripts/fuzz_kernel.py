@@ -210,17 +210,24 @@ class Fuzz(FuzzArgs):
                     ids=maybe(p, ids, lambda: self.id_arg(ids, s["c"])), **args,
                     **self.attrs(s))
 
+    def prior_weight(self, p):
+        """The log-uniform share of the proposal: in [0, 1], or sometimes not."""
+        if self.chance(p):
+            return float(self.pick([-0.5, 1.5, float("nan"), float("inf"), -float("inf")]))
+        return float(self.pick([0.0, 0.5, 1.0, self.rng.random()]))
+
     def call_sample(self, s, p):
         truth = self.rng.integers(0, s["c"], size=(len(s["inputs"]), int(self.rng.integers(0, 3))))
         return dict(true_classes=self.maybe_bad(p, truth, lambda: self.id_arg(truth, s["c"])),
                     counter=fuzz_counter(self.rng, p), num_sampled=self.num_sampled_attr(),
-                    **self.seeds(), **self.tree_args(s, p), **self.attrs(s))
+                    prior_weight=self.prior_weight(p), **self.seeds(), **self.tree_args(s, p),
+                    **self.attrs(s))
 
     def call_log_prob(self, s, p):
         classes = self.rng.integers(0, s["c"],
                                     size=(len(s["inputs"]), int(self.rng.integers(0, 4))))
         return dict(classes=self.maybe_bad(p, classes, lambda: self.id_arg(classes, s["c"])),
-                    **self.tree_args(s, p), **self.attrs(s))
+                    prior_weight=self.prior_weight(p), **self.tree_args(s, p), **self.attrs(s))
 
     def call_candidate_sampler(self, s, p):
         rng, pick, chance = self.rng, self.pick, self.chance
@@ -239,8 +246,8 @@ class Fuzz(FuzzArgs):
             num_true = pick([0, -1, num_true + 1, 2**62])
         return dict(true_classes=self.maybe_bad(p, truth, lambda: self.id_arg(truth, s["c"])),
                     counter=fuzz_counter(rng, p), num_true=num_true, num_sampled=num_sampled,
-                    unique=unique, range_max=range_max, **self.seeds(), **self.tree_args(s, p),
-                    **self.attrs(s))
+                    unique=unique, range_max=range_max, prior_weight=self.prior_weight(p),
+                    **self.seeds(), **self.tree_args(s, p), **self.attrs(s))
 
     def loss_columns(self, s):
         batch = len(s["inputs"])

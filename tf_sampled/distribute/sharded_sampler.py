@@ -128,9 +128,12 @@ class ShardedKernelSampler(base.Sampler):
         self.shards = []
         for s, table in enumerate(tables):
             with tf.device(devices[s]):
+                # The trees' proposal alone: a log-uniform share would be over
+                # a shard's ids, not over the whole table's.
                 self.shards.append(kernel_lib.KernelSampler(
                     table, self.feature_map, leaf_size=leaf_size,
-                    biases=None if biases is None else list(biases)[s], name=f"shard_{s}"))
+                    biases=None if biases is None else list(biases)[s], prior_weight=0.0,
+                    name=f"shard_{s}"))
 
     @property
     def num_shards(self):
