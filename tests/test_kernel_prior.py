@@ -168,3 +168,21 @@ def test_layer_passes_prior_weight_to_its_sampler_and_config():
     restored = tfs.layers.SampledSoftmax.from_config(layer.get_config())
     restored.build((None, DIM))
     assert restored.sampler.prior_weight == 0.25
+
+
+@pytest.mark.parametrize("prior_weight", [0.0, 0.3])
+def test_candidate_sampler_takes_the_samplers_prior_weight_by_default(prior_weight):
+    sampler = make_sampler(prior_weight)
+    h = queries()
+    truth = TRUTH[:, :1]
+    draws = []
+    for explicit in ({}, {"prior_weight": prior_weight}):
+        sampler.stream.counter.assign(0)
+        draws.append(tfs.random.kernel_candidate_sampler(
+            truth, 1, 12, True, C, seed=6, inputs=h, sampler=sampler, **explicit))
+    for a, b in zip(*draws):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    sampler.stream.counter.assign(0)
+    other = tfs.random.kernel_candidate_sampler(truth, 1, 12, True, C, seed=6, inputs=h,
+                                                sampler=sampler, prior_weight=0.9)
+    assert not np.array_equal(other[2].numpy(), draws[0][2].numpy())

@@ -7,7 +7,6 @@ unchanged. One sample set is shared by the batch; it is drawn from the batch's
 mixture proposal. Per-example negatives (`sampler.sample`) carry most of the
 quality gain; this mode is for existing code.
 """
-from tf_sampled.samplers import kernel as kernel_lib
 from tf_sampled.samplers.adversarial import AdversarialSampler
 from tf_sampled.samplers.kernel import KernelSampler
 from tf_sampled.samplers.lsh import LSHSampler
@@ -24,8 +23,7 @@ def _shared_candidates(kind, sampler, true_classes, num_true, num_sampled, uniqu
 
 
 def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_max,
-                             seed=None, name=None, *, inputs, sampler,
-                             prior_weight=kernel_lib.DEFAULT_PRIOR_WEIGHT):
+                             seed=None, name=None, *, inputs, sampler, prior_weight=None):
     """Batch-shared candidates from a `KernelSampler`.
 
     The proposal is q(i) = a p_lu(i) + (1 - a) q_tree(i) with a =
@@ -50,8 +48,9 @@ def kernel_candidate_sampler(true_classes, num_true, num_sampled, unique, range_
       inputs: [batch, dim] queries (the layer input h).
       sampler: the `tf_sampled.samplers.KernelSampler`.
       prior_weight: a, a number in [0, 1]: the log-uniform share of the
-        proposal (0: the tree alone; 1: exactly log-uniform; the default 0.5
-        measured best of 0, 0.25 and 0.5 at equal training time).
+        proposal (0: the tree alone; 1: exactly log-uniform); None: the
+        sampler's `prior_weight` (default 0.5, which measured best of 0,
+        0.25 and 0.5 at equal training time).
 
     Returns:
       (sampled_candidates [S], true_expected_count [batch, num_true],

@@ -63,10 +63,10 @@ class KernelSampler(base.Sampler):
         least a p_lu(i), also while the model's softmax, which the tree
         follows, is still near uniform. Binomial(S, a) of each row's draws
         come from p_lu; every log q is the mixture's. The default 0.5 was
-        level with the tree alone on WordNet and 0.2-0.26 nats better per
+        level with the tree alone on WordNet and 0.18-0.26 nats better per
         step on GCIDE and at 1M classes; 0 is the tree alone (the only
-        value the GPU kernels take). `candidate_sampler` takes its own
-        `prior_weight` (same default).
+        value the GPU kernels take). `candidate_sampler` uses it too unless
+        given its own `prior_weight`.
       name: module name.
     """
 
@@ -157,7 +157,7 @@ class KernelSampler(base.Sampler):
             classes=classes, prior_weight=self.prior_weight, **args, **self._attrs)
 
     def candidate_sampler(self, true_classes, num_true, num_sampled, unique, range_max,
-                          seed=None, name=None, inputs=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
+                          seed=None, name=None, inputs=None, prior_weight=None):
         """Batch-shared candidates with TensorFlow's candidate-sampler contract.
 
         The proposal is q(i) = a p_lu(i) + (1 - a) q_tree(i), a = prior_weight:
@@ -182,8 +182,9 @@ class KernelSampler(base.Sampler):
           inputs: [batch, dim] float32 queries (the layer input h).
           prior_weight: a, a number in [0, 1]: the log-uniform share of the
             proposal (0: the tree alone; 1: exactly TensorFlow's log-uniform
-            sampler). The default 0.5 measured best of 0, 0.25 and 0.5 at
-            equal training time (WordNet, S = 16 and 1024, 3 seeds).
+            sampler); None: the sampler's `prior_weight` (default 0.5, which
+            measured best of 0, 0.25 and 0.5 at equal training time here:
+            WordNet, S = 16 and 1024, 3 seeds).
 
         Returns:
           (sampled_candidates [S] int64, true_expected_count [batch, num_true]
@@ -195,7 +196,8 @@ class KernelSampler(base.Sampler):
         """
         if inputs is None:
             raise ValueError("KernelSampler.candidate_sampler needs `inputs` [batch, dim]")
-        prior_weight = _check_prior_weight(prior_weight)
+        prior_weight = (self.prior_weight if prior_weight is None
+                        else _check_prior_weight(prior_weight))
         self._check_shared_args(num_true, num_sampled, unique, range_max)
         args = self._table_args(inputs)
         true_classes = self._shared_true_classes(true_classes, num_true, args["inputs"].shape[0])
