@@ -135,6 +135,21 @@ class Uniform(_InputFreeSampler):
         return tf.fill(tf.shape(ids), tf.constant(-math.log(self.num_classes), tf.float32))
 
 
+def log_uniform_draw(num_classes, shape, key):
+    """iid int64 ids of `shape` from TensorFlow's log-uniform over num_classes
+    (inverse CDF), from stateless key [2]."""
+    u = tf.random.stateless_uniform(shape, key, dtype=tf.float64)
+    ids = tf.cast(tf.floor(tf.exp(u * math.log(num_classes + 1.0))), tf.int64) - 1
+    return tf.clip_by_value(ids, 0, num_classes - 1)
+
+
+def log_uniform_log_q(num_classes, ids):
+    """float32 log p(ids) of TensorFlow's log-uniform over num_classes."""
+    k = tf.cast(ids, tf.float64)
+    log_q = tf.math.log1p(1.0 / (k + 1.0)) / math.log(num_classes + 1.0)
+    return tf.cast(tf.math.log(log_q), tf.float32)
+
+
 class LogUniform(_InputFreeSampler):
     """Zipfian q(i) = log((i + 2) / (i + 1)) / log(num_classes + 1).
 
@@ -143,14 +158,10 @@ class LogUniform(_InputFreeSampler):
     """
 
     def _draw(self, shape, key):
-        u = tf.random.stateless_uniform(shape, key, dtype=tf.float64)
-        ids = tf.cast(tf.floor(tf.exp(u * math.log(self.num_classes + 1.0))), tf.int64) - 1
-        return tf.clip_by_value(ids, 0, self.num_classes - 1)
+        return log_uniform_draw(self.num_classes, shape, key)
 
     def _log_q(self, ids):
-        k = tf.cast(ids, tf.float64)
-        log_q = tf.math.log1p(1.0 / (k + 1.0)) / math.log(self.num_classes + 1.0)
-        return tf.cast(tf.math.log(log_q), tf.float32)
+        return log_uniform_log_q(self.num_classes, ids)
 
 
 def _categorical_draw(log_probs, shape, key):

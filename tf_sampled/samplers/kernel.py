@@ -1,4 +1,5 @@
 """The kernel-tree sampler (Blanc & Rendle 2018) as a TensorFlow module."""
+import math
 import numbers
 
 import tensorflow as tf
@@ -7,6 +8,8 @@ from tf_sampled import _ops
 from tf_sampled import _variables
 from tf_sampled import features as features_lib
 from tf_sampled.samplers import base
+from tf_sampled.samplers import builtin
+from tf_sampled.samplers import stream as stream_lib
 
 DEFAULT_LEAF_SIZE = 128
 # The log-uniform share of the proposal, per example (sample, log_prob) and
@@ -64,8 +67,10 @@ class KernelSampler(base.Sampler):
         follows, is still near uniform. Binomial(S, a) of each row's draws
         come from p_lu; every log q is the mixture's. The default 0.5 was
         level with the tree alone on WordNet and 0.18-0.26 nats better per
-        step on GCIDE and at 1M classes; 0 is the tree alone (the only
-        value the GPU kernels take). `candidate_sampler` uses it too unless
+        step on GCIDE and at 1M classes; 0 is the tree alone. The CPU ops
+        mix the prior in; around the GPU kernels (the tree alone) this
+        module does: each slot from p_lu with probability a, else the
+        tree's draw, the same proposal. `candidate_sampler` uses it too unless
         given its own `prior_weight`.
       name: module name.
     """
@@ -80,6 +85,9 @@ class KernelSampler(base.Sampler):
         super().__init__(int(shape[0]), name=name)
         self.leaf_size = base.check_count("leaf_size", leaf_size)
         self.prior_weight = _check_prior_weight(prior_weight)
+        # None: the ops mix the prior in on the CPU, this module on a GPU
+        # (`_composes_prior`); True / False force one way (tests).
+        self._compose_prior = None
         self.feature_map = features_lib.get(
             feature_map if feature_map is not None else features_lib.PositiveRandom(128))
         self.embeddings = embeddings
@@ -137,6 +145,21 @@ class KernelSampler(base.Sampler):
                     biases=self._bias_table.handle, omega=self.omega,
                     inputs=inputs)
 
+    def _composes_prior(self):
+        """Whether the prior is mixed in here rather than by the ops: their GPU
+        kernels draw from the tree alone."""
+        if self._compose_prior is not None:
+            return self._compose_prior
+        return self.prior_weight > 0 and "GPU" in (self._table.device or "").upper()
+
+    def _mix(self, classes, log_q_tree):
+        """log(a p_lu + (1 - a) q_tree) of classes, from log q_tree (same shape)."""
+        a = self.prior_weight
+        log_prior = builtin.log_uniform_log_q(self.num_classes, classes)
+        return tf.reduce_logsumexp(
+            tf.stack([log_prior + math.log(a), log_q_tree + math.log1p(-a)]), 0) \
+            if a < 1 else log_prior
+
     def sample(self, inputs, num_sampled, true_classes=None, seed=None):
         base.check_count("num_sampled", num_sampled)
         args = self._table_args(inputs)
@@ -145,14 +168,33 @@ class KernelSampler(base.Sampler):
             true_classes = tf.zeros([tf.shape(args["inputs"])[0], 0], tf.int64)
         true_classes = base.as_class_matrix(true_classes, "true_classes", batch)
         seed1, seed2, counter = self.stream.next(seed)
+        compose = self._composes_prior()
         ids, log_q, true_log_q = self._library.tf_sampled_kernel_tree_sample(
             true_classes=true_classes, counter=counter, num_sampled=num_sampled, seed=seed1,
-            seed2=seed2, prior_weight=self.prior_weight, **args, **self._attrs)
+            seed2=seed2, prior_weight=0.0 if compose else self.prior_weight, **args,
+            **self._attrs)
+        if compose:
+            # Each slot from the prior with probability a, else the tree's draw
+            # (an iid sequence): iid draws from the mixture, keyed by the call.
+            key = stream_lib.stateless_key(seed1, seed2, counter)
+            shape = tf.shape(ids)
+            from_prior = tf.random.stateless_uniform(
+                shape, tf.random.experimental.stateless_fold_in(key, 1), dtype=tf.float64) \
+                < self.prior_weight
+            prior_ids = builtin.log_uniform_draw(
+                self.num_classes, shape, tf.random.experimental.stateless_fold_in(key, 2))
+            ids = tf.where(from_prior, prior_ids, ids)
+            log_q = self._mix(ids, self._library.tf_sampled_kernel_tree_log_prob(
+                classes=ids, prior_weight=0.0, **args, **self._attrs))
+            true_log_q = self._mix(true_classes, true_log_q)
         return base.SampledCandidates(ids, log_q, true_log_q)
 
     def log_prob(self, inputs, classes):
         args = self._table_args(inputs)
         classes = base.as_class_matrix(classes, "classes", args["inputs"].shape[0])
+        if self._composes_prior():
+            return self._mix(classes, self._library.tf_sampled_kernel_tree_log_prob(
+                classes=classes, prior_weight=0.0, **args, **self._attrs))
         return self._library.tf_sampled_kernel_tree_log_prob(
             classes=classes, prior_weight=self.prior_weight, **args, **self._attrs)
 
