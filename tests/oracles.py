@@ -80,6 +80,12 @@ def adversarial_log_prob(sampler, x):
     return out
 
 
+def log_uniform_probabilities(num_classes):
+    """TensorFlow's log-uniform p(i) = log((i + 2) / (i + 1)) / log(C + 1), float64 [C]."""
+    k = np.arange(num_classes, dtype=np.float64)
+    return np.log((k + 2) / (k + 1)) / np.log(num_classes + 1)
+
+
 def builtin_probabilities(name, num_classes, counts=None, distortion=1.0):
     """q [C] of a built-in sampler from TensorFlow's own op (expected counts / S).
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import lsh_oracles
 import tf_sampled as tfs
-from oracles import adversarial_log_prob, builtin_probabilities, kernel_log_prob
+from oracles import (adversarial_log_prob, builtin_probabilities, kernel_log_prob,
+                     log_uniform_probabilities)
 
 # --------------------------------------------------------------------------
 # Kernel tree
@@ -39,12 +40,6 @@ def kernel_sampler(fmap, biases=True, leaf_size=16, seed=0, prior_weight=0.0):
     return tfs.samplers.KernelSampler(tf.Variable(w), feature_map=fmap, leaf_size=leaf_size,
                                       biases=None if b is None else tf.Variable(b),
                                       prior_weight=prior_weight)
-
-
-def log_uniform_probabilities(num_classes):
-    """TensorFlow's log-uniform p(i) = log((i + 2) / (i + 1)) / log(C + 1), float64 [C]."""
-    k = np.arange(num_classes, dtype=np.float64)
-    return np.log((k + 2) / (k + 1)) / np.log(num_classes + 1)
 
 
 def kernel_mixture_log_prob(sampler, h):

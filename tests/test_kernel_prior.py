@@ -14,8 +14,8 @@ import tensorflow as tf
 
 import tf_sampled as tfs
 from error_assertions import raises_naming
-from oracles import kernel_log_prob
-from sampler_cases import kernel_mixture_log_prob, log_uniform_probabilities
+from oracles import kernel_log_prob, log_uniform_probabilities
+from sampler_cases import kernel_mixture_log_prob
 from stats import P_THRESHOLD, chi_square_p_value
 
 C, DIM, B = 500, 8, 3

@@ -16,6 +16,7 @@ import tf_sampled as tfs
 from stats import P_THRESHOLD, chi_square_p_value
 from child_process import run_crash_cases
 from child_scripts import crash_shared_prior
+from oracles import log_uniform_probabilities
 
 NUM_CLASSES, DIM, BATCH = 600, 8, 4
 NUM_TRUE = NUM_CLASSES // BATCH
@@ -37,8 +38,7 @@ def queries(batch=BATCH, seed=1):
 
 
 def log_uniform_q(num_classes=NUM_CLASSES):
-    k = np.arange(num_classes, dtype=np.float64)
-    return np.log((k + 2) / (k + 1)) / np.log(num_classes + 1)
+    return log_uniform_probabilities(num_classes)
 
 
 @pytest.fixture(scope="module")
