@@ -5,7 +5,8 @@ Step times alone, without the evaluations: the example
 way, with evaluations between rounds. Here the same model, data
 and optimizer as the example train with each objective in interleaved rounds
 of --round_steps steps (the kernel objectives including their full refresh
-every --refresh_every steps, as in the example), and the median ms/step of
+every --refresh_every steps, as in the example; --refresh_every=0 never
+refreshes, to time the step alone), and the median ms/step of
 the rounds is reported. `kernel:32:64` is the kernel objective with leaf
 size 32 and 64 random features. `kernel_unfused` is `kernel` with the loss composed of
 TensorFlow ops (fused=False), to show what the fused op buys. `adversarial`
@@ -46,7 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--objectives", default="log_uniform,kernel,kernel_unfused")
     parser.add_argument("--num_sampled", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--refresh_every", type=int, default=10)
+    parser.add_argument("--refresh_every", type=int, default=10,
+                        help="full refresh of the kernel and LSH samplers every this many "
+                             "steps (0: never, the step alone)")
     parser.add_argument("--round_steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=1200,
@@ -69,7 +72,7 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     base = "kernel" if name == "kernel_unfused" else name
     head = example.head_options(base, num_sampled, data.class_counts, seed=0,
                                 leaf_size=leaf_size, num_features=num_features,
-                                refresh_every=refresh_every)
+                                refresh_every=refresh_every or None)
     encoder, head, W, b, variables, optimizer = example.build_model(
         data, seed=0, optimizer=optimizer, head=head)
     aux_features = None
@@ -103,7 +106,7 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     def step():
         x, y = next(batches)
         count[0] += 1
-        if refresh is not None and count[0] % refresh_every == 0:
+        if refresh is not None and refresh_every and count[0] % refresh_every == 0:
             refresh()
         return float(train_step(x, y))
     return step
@@ -118,7 +121,7 @@ def main(argv=None):
                                args.optimizer)
              for n in names}
     for fn in steps.values():  # trace and warm up (includes one refresh)
-        for _ in range(args.refresh_every + 2):
+        for _ in range(args.refresh_every + 2 if args.refresh_every else 12):
             fn()
     times = {n: [] for n in names}
     for _ in range(args.rounds):
