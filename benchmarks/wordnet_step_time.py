@@ -95,8 +95,8 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     train_step = example.make_train_step(loss_fn, encoder, variables, optimizer)
     # The fitted auxiliary tree does not follow the class table, and the layer
     # refreshes its own sampler: nothing to refresh here.
-    refresh = tf.function(sampler.refresh) if sampler is not None and aux_features is None \
-        and not hasattr(loss_fn, "update_sampler") else None
+    refresh = tf.function(sampler.refresh) if refresh_every and sampler is not None \
+        and aux_features is None and not hasattr(loss_fn, "update_sampler") else None
     batches = iter(tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
                    # (a bounded buffer: GCIDE has 5M examples)
                    .shuffle(min(len(data.y_train), 100_000), seed=0).repeat()
@@ -106,7 +106,7 @@ def make_objective(spec, data, num_sampled, refresh_every, batch_size, optimizer
     def step():
         x, y = next(batches)
         count[0] += 1
-        if refresh is not None and refresh_every and count[0] % refresh_every == 0:
+        if refresh is not None and count[0] % refresh_every == 0:
             refresh()
         return float(train_step(x, y))
     return step
